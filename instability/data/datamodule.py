@@ -1,0 +1,126 @@
+"""The LightningDataModule: tokenise a GLUE task once (cached on disk), serve the train set and the two dev halves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import datasets
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from instability.data.glue import Split, get_task, load_split, majority_class, resolve_glue_dir, split_dev, subsample_train
+
+DEFAULT_CACHE_DIR = Path(os.environ.get("INSTABILITY_CACHE", Path.home() / ".cache" / "instability"))
+
+
+class GlueDataModule(pl.LightningDataModule):
+    """Train set (optionally a fixed random subset), validation half and test half of a GLUE dev set.
+
+    The dev split depends on `split_seed` only and the train subset on `train_subset_seed` only, so all
+    training seeds of a sweep see the same data.
+    """
+
+    def __init__(
+        self,
+        task: str,
+        tokenizer: PreTrainedTokenizerBase,
+        glue_dir: str | None = None,
+        split_seed: int = 42,
+        train_size: int | None = None,
+        train_subset_seed: int = 0,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        max_length: int = 128,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.task = get_task(task)
+        self.tokenizer = tokenizer
+        self.glue_dir = glue_dir
+        self.split_seed = split_seed
+        self.train_size = train_size
+        self.train_subset_seed = train_subset_seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.max_length = max_length
+        self.num_workers = num_workers
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
+        self.collate = DataCollatorWithPadding(tokenizer)
+        self.splits: dict[str, Split] = {}
+        self.encoded: dict[str, datasets.Dataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read, split and tokenise (once: later calls and later jobs with the same inputs reuse the result)."""
+        if self.encoded:
+            return
+        glue_dir = resolve_glue_dir(self.glue_dir)
+        train, dev = (load_split(self.task, name, glue_dir) for name in ("train", "dev"))
+        val_pos, test_pos = split_dev(len(dev), self.split_seed)
+        self.splits = {
+            "train": train.subset(subsample_train(len(train), self.train_size, self.train_subset_seed)),
+            "val": dev.subset(val_pos),
+            "test": dev.subset(test_pos),
+        }
+        self.encoded = {name: self._tokenise(name, split) for name, split in self.splits.items()}
+
+    def _tokenise(self, name: str, split: Split) -> datasets.Dataset:
+        columns = {f"text{i}": texts for i, texts in enumerate(split.texts)}
+        table = datasets.Dataset.from_dict({**columns, "labels": split.labels.tolist()})
+        fields = list(columns)
+
+        def encode(batch: dict) -> dict:
+            return self.tokenizer(*(batch[f] for f in fields), truncation=True, max_length=self.max_length)
+
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        cache_file = self.cache_dir / f"{self.task.name}-{name}-{self._fingerprint(split)}.arrow"
+        encoded = table.map(encode, batched=True, remove_columns=fields, cache_file_name=str(cache_file))
+        return encoded.with_format("python")
+
+    def _fingerprint(self, split: Split) -> str:
+        """Hash of everything the tokenised split depends on: texts, labels, tokenizer, maximum length."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps([split.texts, split.labels.tolist(), self.max_length]).encode())
+        digest.update(json.dumps(self.tokenizer.get_vocab(), sort_keys=True).encode())
+        digest.update(type(self.tokenizer).__name__.encode())
+        digest.update(json.dumps(self.tokenizer.init_kwargs.get("do_lower_case")).encode())
+        return digest.hexdigest()[:16]
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.encoded[name],
+            batch_size=self.batch_size if name == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    @property
+    def majority_label(self) -> int:
+        """The majority class of the training data: the baseline a failed run does not beat."""
+        return majority_class(self.splits["train"].labels)
+
+    def ids(self, name: str) -> np.ndarray:
+        """Example ids (row positions in the GLUE file) of a split, in loader order."""
+        return self.splits[name].ids
+
+    def labels(self, name: str) -> np.ndarray:
+        """Gold labels of a split, in loader order."""
+        return self.splits[name].labels

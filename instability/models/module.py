@@ -1,0 +1,94 @@
+"""The LightningModule: a sequence classifier fine-tuned with AdamW and a linear warm-up/decay schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from instability.data.glue import get_task
+from instability.imm import Mitigation
+from instability.models.backbone import Backbone
+from instability.models.metrics import metric_collection
+
+
+class FineTuner(pl.LightningModule):
+    """Fine-tunes `backbone` on `task` (SPEC section 1), with a mitigation method's hooks applied.
+
+    The model is built in the constructor, so build this module only after seeding.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        task: str,
+        imm: Mitigation | None = None,
+        lr: float = 2e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        adam_eps: float = 1e-8,
+        dropout: float = 0.1,
+        finite_check_every: int = 10,
+    ) -> None:
+        super().__init__()
+        self.task = get_task(task)
+        self.imm = imm or Mitigation()
+        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+        self.adam_betas, self.adam_eps = tuple(adam_betas), adam_eps
+        self.finite_check_every = finite_check_every
+        overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+        self.model = backbone.build(num_labels=2, overrides={**overrides, **self.imm.config_overrides()})
+        self.imm.prepare(self.model)
+        self.val_metrics = metric_collection(self.task.metrics, prefix="val/")
+        self.diverged = False
+        self._last_loss: torch.Tensor | None = None
+
+    @property
+    def monitor(self) -> str:
+        """The logged name of the task metric on the validation half: model selection uses it."""
+        return f"val/{self.task.metric}"
+
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch without labels, and without segment ids for models that have a single segment type."""
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if getattr(self.model.config, "type_vocab_size", 2) < 2:
+            inputs.pop("token_type_ids", None)
+        return inputs
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**self.model_inputs(batch)).logits
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = torch.nn.functional.cross_entropy(self(batch).float(), batch["labels"])
+        self._last_loss = loss.detach()
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Stop a run whose loss became NaN/inf; checked every few steps to keep host syncs off the hot path."""
+        if self._last_loss is not None and self.global_step % self.finite_check_every == 0:
+            if not bool(torch.isfinite(self._last_loss)):
+                self.diverged = True
+                self.trainer.should_stop = True
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.val_metrics.update(self(batch).argmax(-1), batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.imm.before_optimizer_step(self.model, optimizer)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        groups = self.imm.param_groups(self.model, self.lr, self.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.adam_betas, eps=self.adam_eps)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = math.ceil(self.warmup_ratio * total)
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
