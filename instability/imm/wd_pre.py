@@ -1,0 +1,64 @@
+"""WD_pre: weight decay towards the pre-trained weights instead of towards zero, for encoder and embeddings.
+
+AdamW gives those weights no decay of its own; before each optimiser step they move
+p <- p - lr * coefficient * (p - p_pretrained) with their group's current (scheduled) lr, decoupled from the
+gradient like AdamW's own decay. Pooler and head weights keep AdamW's decay towards zero; biases and
+LayerNorm get no decay at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from instability.imm.base import Mitigation, is_no_decay
+
+ANCHOR_KEY = "wd_pre_anchor"
+
+
+class WDPre(Mitigation):
+    """Decay encoder and embedding weights towards their snapshot taken in prepare()."""
+
+    name = "wd_pre"
+
+    def __init__(self, coefficient: float = 0.01) -> None:
+        if coefficient < 0:
+            raise ValueError(f"wd_pre option coefficient must be >= 0, got {coefficient}")
+        self.coefficient = coefficient
+        self._anchored: list[nn.Parameter] | None = None
+        self._pretrained: list[torch.Tensor] = []
+
+    def prepare(self, model: nn.Module) -> None:
+        base = model.base_model
+        named = [*base.embeddings.named_parameters(), *base.encoder.named_parameters()]
+        self._anchored = [p for n, p in named if p.requires_grad and not is_no_decay(n)]
+        self._pretrained = [p.detach().clone() for p in self._anchored]
+
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        if self._anchored is None:
+            raise RuntimeError("wd_pre: call prepare(model) before param_groups")
+        anchored = {id(p) for p in self._anchored}
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in anchored]
+        return [
+            {"params": list(self._anchored), "lr": lr, "weight_decay": 0.0, ANCHOR_KEY: True},
+            {"params": [p for n, p in named if not is_no_decay(n)], "lr": lr, "weight_decay": weight_decay},
+            {"params": [p for n, p in named if is_no_decay(n)], "lr": lr, "weight_decay": 0.0},
+        ]
+
+    @torch.no_grad()
+    def before_optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        for group in optimizer.param_groups:
+            if not group.get(ANCHOR_KEY):
+                continue
+            params = group["params"]
+            if len(params) != len(self._pretrained):
+                raise RuntimeError("wd_pre: the optimiser's anchored group does not match the snapshot")
+            if self._pretrained[0].device != params[0].device:  # the model moved to the accelerator after prepare()
+                self._pretrained = [t.to(params[0].device) for t in self._pretrained]
+            # lerp(p, p0, a) = p - a * (p - p0)
+            torch._foreach_lerp_(params, self._pretrained, group["lr"] * self.coefficient)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "coefficient": self.coefficient}
