@@ -33,7 +33,7 @@ class OutputCapture(pl.Callback):
     """After fitting, runs the final and then the best weights on both dev halves.
 
     Keeps logits of both halves and the first-token states of every layer on the test half, in `outputs`
-    under "final" and "best". A diverged run gets none.
+    under "final" and "best". A diverged run (NaN/inf loss or outputs) gets none.
     """
 
     def __init__(self) -> None:
@@ -46,6 +46,9 @@ class OutputCapture(pl.Callback):
         start = time.perf_counter()
         datamodule = trainer.datamodule
         self.outputs["final"] = self._run(pl_module, datamodule)
+        if not all(bool(torch.isfinite(t).all()) for t in self.outputs["final"].values()):
+            pl_module.diverged, self.outputs = True, {}  # the last update broke the weights after the last loss check
+            return
         best = next((cb for cb in trainer.callbacks if isinstance(cb, BestWeights)), None)
         if best is not None and best.state is not None:
             pl_module.model.load_state_dict(best.state)

@@ -145,7 +145,9 @@ def run(cfg: DictConfig) -> float | None:
     setting = setting_of(cfg, imm)
     logger = _logger(cfg, setting, int(cfg.seed))
     best, capture = BestWeights(), OutputCapture()
-    callbacks: list[pl.Callback] = [best, capture, RichProgressBar()]
+    callbacks: list[pl.Callback] = [best, capture]
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(RichProgressBar())
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer: pl.Trainer = instantiate(
@@ -173,6 +175,7 @@ def run(cfg: DictConfig) -> float | None:
         if logger is not None and meta["metrics"]:
             flat = {f"{c}/{h}/{m}": v for c, halves in meta["metrics"].items() for h, ms in halves.items() for m, v in ms.items()}
             logger.log_metrics({**flat, "failed": float(meta["failed"])}, step=int(module.global_step))
+            logger.save()
         succeeded = True
     finally:
         if isinstance(logger, WandbLogger):

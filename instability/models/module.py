@@ -70,10 +70,16 @@ class FineTuner(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Stop a run whose loss became NaN/inf; checked every few steps to keep host syncs off the hot path."""
-        if self._last_loss is not None and self.global_step % self.finite_check_every == 0:
-            if not bool(torch.isfinite(self._last_loss)):
-                self.diverged = True
-                self.trainer.should_stop = True
+        if self.global_step % self.finite_check_every == 0:
+            self._check_finite()
+
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        if self._last_loss is not None and not bool(torch.isfinite(self._last_loss)):
+            self.diverged = True
+            self.trainer.should_stop = True
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.val_metrics.update(self(batch).argmax(-1), batch["labels"])

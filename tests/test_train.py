@@ -1,0 +1,183 @@
+"""One fine-tuning run end to end: records, determinism, seeds, metrics, capture, atomic writes, bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO
+from hydra.errors import ConfigCompositionException
+from transformers import AutoModelForSequenceClassification, BertConfig
+
+from instability.capture import capture_outputs
+from instability.models.backbone import BackboneUnavailableError
+from instability.models.metrics import metric_collection, score
+from instability.records import RecordError, find_records, read_record, write_record
+from instability.train import run
+
+TEST_HALF = {"rte": 139, "mrpc": 204, "cola": 522}
+
+
+@pytest.mark.parametrize("task", ["rte", "mrpc", "cola"])
+def test_one_fit_per_task_writes_a_valid_record(train_cfg, task):
+    cfg = train_cfg(f"task={task}", "seed=3")
+    run(cfg)
+    record = read_record(cfg.paths.output_dir)
+    n = TEST_HALF[task]
+    assert record.finished and record.seed == 3 and record.meta["task"] == task
+    assert record.hidden("best").shape == (2, n, 32) and record.hidden("final").shape == (2, n, 32)
+    assert record.logits("best").shape == (n, 2)
+    assert record.labels.shape == record.example_ids.shape == (n,)
+    metric = {"rte": "accuracy", "mrpc": "f1", "cola": "mcc"}[task]
+    assert record.meta["metric"] == metric
+    for checkpoint in ("best", "final"):
+        predicted = record.logits(checkpoint).argmax(-1)
+        assert record.score(checkpoint, "test") == pytest.approx(score((metric,), predicted, record.labels)[metric])
+    assert record.meta["split_seed"] == 42 and record.meta["setting"]["model"] == "tiny-bert"
+    assert isinstance(record.failed, bool)
+    assert record.meta["config"]["trainer"]["max_epochs"] == 1
+    assert {"fit_s", "capture_s", "total_s"} <= set(record.meta["timings"])
+
+
+def test_same_seed_same_record_and_seed_zero_is_seeded(train_cfg):
+    torch.manual_seed(123)  # a different global state before each run must not matter
+    first = train_cfg("seed=0")
+    run(first)
+    torch.manual_seed(456)
+    second = train_cfg("seed=0")
+    run(second)
+    other = train_cfg("seed=1")
+    run(other)
+    a, b, c = (read_record(cfg.paths.output_dir) for cfg in (first, second, other))
+    assert torch.equal(a.logits("best"), b.logits("best")) and torch.equal(a.hidden("final"), b.hidden("final"))
+    assert not torch.equal(a.logits("final"), c.logits("final"))
+    assert torch.equal(a.example_ids, c.example_ids), "every seed shares the same test half"
+
+
+def test_tiny_roberta_fits_and_records(train_cfg):
+    cfg = train_cfg("model=tiny-roberta", "task=mrpc")
+    run(cfg)
+    assert read_record(cfg.paths.output_dir).hidden("best").shape == (2, 204, 32)
+
+
+def test_capture_equals_hidden_states_of_the_model():
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)
+    model = AutoModelForSequenceClassification.from_config(config)
+    batches = [{"input_ids": torch.randint(1, 50, (4, 7)), "attention_mask": torch.ones(4, 7, dtype=torch.long)} for _ in range(2)]
+    model.train()
+    logits, hidden = capture_outputs(model, batches, prepare=lambda b: b)
+    assert model.training, "capture restores the mode it found"
+    model.eval()
+    with torch.no_grad():
+        reference = [model(**b, output_hidden_states=True) for b in batches]
+    expected = torch.stack([torch.cat([r.hidden_states[layer][:, 0] for r in reference]) for layer in range(1, 4)])
+    assert hidden.shape == (3, 8, 16)
+    torch.testing.assert_close(hidden, expected)
+    torch.testing.assert_close(logits, torch.cat([r.logits for r in reference]))
+    left = [h for layer in model.bert.encoder.layer for h in layer._forward_hooks.values() if h.__name__ == "keep_first_token"]
+    assert not left, "capture removes its hooks"
+
+
+def test_all_one_class_scores_mcc_zero_and_mcc_matches_its_formula():
+    labels = torch.tensor([0, 1, 1, 0, 1, 1])
+    assert score(("mcc",), torch.ones_like(labels), labels)["mcc"] == 0.0
+    assert score(("mcc",), torch.zeros_like(labels), labels)["mcc"] == 0.0
+    metric = metric_collection(("mcc",), prefix="val/")
+    metric.update(torch.ones_like(labels), labels)
+    assert float(metric.compute()["val/mcc"]) == 0.0
+    generator = torch.Generator().manual_seed(0)
+    preds, gold = torch.randint(0, 2, (2, 200), generator=generator)
+    tp, tn = float(((preds == 1) & (gold == 1)).sum()), float(((preds == 0) & (gold == 0)).sum())
+    fp, fn = float(((preds == 1) & (gold == 0)).sum()), float(((preds == 0) & (gold == 1)).sum())
+    expected = (tp * tn - fp * fn) / ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)) ** 0.5
+    assert score(("mcc",), preds, gold)["mcc"] == pytest.approx(expected)
+    assert score(("accuracy", "f1"), labels, labels) == {"accuracy": 1.0, "f1": 1.0}
+
+
+def test_metrics_are_logged_with_slash_names(train_cfg):
+    cfg = train_cfg("logger=csv", "trainer.log_every_n_steps=1")
+    run(cfg)
+    header = next(Path(cfg.paths.output_dir).rglob("metrics.csv")).read_text().splitlines()[0]
+    assert "train/loss" in header and "val/accuracy" in header and "best/test/accuracy" in header
+
+
+def test_wandb_offline_run_is_recorded(train_cfg, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = train_cfg("logger=wandb")
+    run(cfg)
+    record = read_record(cfg.paths.output_dir)
+    assert record.meta["wandb"]["group"] == "rte-tiny-bert-none-lr2e-05-n32"
+    run_dirs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 1 and record.meta["wandb"]["run_id"] in run_dirs[0].name
+
+
+def test_nan_loss_ends_as_diverged(train_cfg):
+    cfg = train_cfg("module.lr=1e30")
+    run(cfg)
+    record = read_record(cfg.paths.output_dir)
+    assert record.status == "diverged" and record.meta["metrics"] == {}
+    with pytest.raises(RecordError, match="diverged"):
+        record.logits("best")
+
+
+def test_failed_run_writes_no_record(train_cfg, monkeypatch):
+    from instability.models.module import FineTuner
+
+    def broken(self, batch, batch_idx):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(FineTuner, "training_step", broken)
+    cfg = train_cfg()
+    with pytest.raises(RuntimeError, match="boom"):
+        run(cfg)
+    assert not (Path(cfg.paths.output_dir) / "record").exists()
+
+
+def test_killed_mid_write_leaves_no_valid_record(tmp_path):
+    job = tmp_path / "job"
+    code = f"""
+import os, torch, instability.records as records
+def dying(path, data):
+    path.write_text('{{"schema_version": 1, "sta')
+    os._exit(9)
+records._write_json = dying
+records.write_record({str(job)!r}, {{"status": "finished"}}, {{"labels": torch.zeros(3)}})
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 9
+    assert job.is_dir() and find_records([job]) == []
+    with pytest.raises(RecordError, match="no record.json"):
+        read_record(job)
+
+
+def test_rewrite_replaces_a_record_whole(tmp_path):
+    write_record(tmp_path, {"status": "diverged", "seed": 1}, {})
+    write_record(tmp_path, {"status": "diverged", "seed": 2}, {})
+    assert [p.name for p in tmp_path.iterdir()] == ["record"]
+    assert (tmp_path / "record" / "record.json").read_text().count('"seed": 2') == 1
+
+
+def test_unknown_task_lists_choices(train_cfg):
+    with pytest.raises(ConfigCompositionException, match="rte"):
+        train_cfg("task=sst2")
+
+
+def test_hub_model_offline_says_what_to_do(train_cfg, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BackboneUnavailableError, match="model=minilm"):
+        run(train_cfg("model=roberta-large"))
+
+
+def test_multirun_makes_one_record_per_seed(tmp_path):
+    command = [
+        sys.executable, "train.py", "-m", "seed=range(3)", "task=rte", "model=tiny-bert", "logger=csv",
+        "data.train_size=32", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path}",
+    ]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    records = [read_record(path) for path in find_records([tmp_path])]
+    assert sorted(r.seed for r in records) == [0, 1, 2]
+    assert len({r.path.parent for r in records}) == 3
