@@ -23,7 +23,7 @@ from instability.callbacks import BestWeights, OutputCapture
 from instability.data import GlueDataModule
 from instability.imm import Mitigation
 from instability.models.metrics import score
-from instability.records import write_record
+from instability.records import RecordError, RunRecord, read_record, write_record
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def assemble_record(
         "majority_baseline": baseline,
         "global_step": int(module.global_step),
         "best_step": best.best_step,
+        "best_score": best.best_score,
         "timings": timings,
         "versions": _versions(),
         "wandb": wandb_info,
@@ -131,10 +132,47 @@ def assemble_record(
     return meta, tensors
 
 
+IGNORED_FOR_RESUME = ("paths", "logger", "wandb")
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in IGNORED_FOR_RESUME}
+
+
+def finished_record(job_dir: Path, cfg: DictConfig) -> RunRecord | None:
+    """The complete record of this very job if the folder holds one (a rerun skips it), else None.
+
+    A record of a different configuration is an error: silently keeping or replacing it would mix settings.
+    """
+    if not (job_dir / "record").exists():
+        return None
+    try:
+        record = read_record(job_dir)
+    except RecordError as error:
+        log.warning("rerunning %s: its record is unusable (%s)", job_dir, error)
+        return None
+    current = _comparable(OmegaConf.to_container(cfg, resolve=True))
+    stored = _comparable(record.meta["config"])
+    if stored != current:
+        differing = sorted(k for k in current.keys() | stored.keys() if current.get(k) != stored.get(k))
+        raise RuntimeError(
+            f"{job_dir} holds a record of a different configuration (differs in: {', '.join(differing)}); "
+            "choose another sweep folder (name=... or hydra.sweep.dir=...) or remove that job folder"
+        )
+    return record
+
+
 def run(cfg: DictConfig) -> float | None:
-    """Fine-tune one seed and write its record; returns the best validation-half task metric."""
+    """Fine-tune one seed and write its record; returns the best validation-half task metric.
+
+    A job folder that already holds this job's complete record is left alone (sweeps resume).
+    """
     start = time.perf_counter()
     job_dir = Path(cfg.paths.output_dir)
+    existing = finished_record(job_dir, cfg)
+    if existing is not None:
+        log.info("skipping %s: it already holds a complete record (status %s)", job_dir, existing.status)
+        return existing.meta.get("best_score")
     datasets.disable_progress_bars()
     backbone = instantiate(cfg.model)
     datamodule: GlueDataModule = instantiate(cfg.data, _partial_=True)(task=cfg.task.name, tokenizer=backbone.load_tokenizer())

@@ -22,6 +22,7 @@ class Backbone:
     `source` is a local folder, a hub name, or `package:<python package>` for weights shipped in a package's
     `model` folder (the offline default, all-MiniLM-L6-v2). With `architecture` set, the model is built from
     `config` with random weights and the tokenizer comes from `tokenizer` (same source forms).
+    `failed_lr` is the learning rate of the failed-run study for this model family (SPEC section 1).
     """
 
     name: str
@@ -29,6 +30,7 @@ class Backbone:
     architecture: str | None = None
     tokenizer: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    failed_lr: float | None = None
 
     def __post_init__(self) -> None:
         if (self.source is None) == (self.architecture is None):
