@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from instability.callbacks import BestWeights, OutputCapture
 from instability.data import GlueDataModule
 from instability.imm import Mitigation
+from instability.models.module import FineTuner
 from instability.models.metrics import score
 from instability.records import RecordError, RunRecord, read_record, write_record
 
@@ -132,6 +133,31 @@ def assemble_record(
     return meta, tensors
 
 
+def build(cfg: DictConfig) -> tuple[GlueDataModule, FineTuner, Mitigation]:
+    """Tokenised data, then (after seeding) the model with its mitigation method applied."""
+    datasets.disable_progress_bars()
+    backbone = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data, _partial_=True)(task=cfg.task.name, tokenizer=backbone.load_tokenizer())
+    datamodule.setup("fit")
+    imm: Mitigation = instantiate(cfg.imm)
+    pl.seed_everything(int(cfg.seed), workers=True)
+    module = instantiate(cfg.module, _partial_=True)(backbone=backbone, task=cfg.task.name, imm=imm)
+    return datamodule, module, imm
+
+
+def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger: Logger | None, job_dir: Path) -> pl.Trainer:
+    """The configured Lightning Trainer (plus a rich progress bar when progress bars are on)."""
+    if cfg.trainer.enable_progress_bar:
+        callbacks = [*callbacks, RichProgressBar()]
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=logger if logger is not None else False,
+        default_root_dir=str(job_dir),
+        val_check_interval=1.0 / cfg.eval_per_epoch,
+    )
+
+
 IGNORED_FOR_RESUME = ("paths", "logger", "wandb")
 
 
@@ -173,28 +199,14 @@ def run(cfg: DictConfig) -> float | None:
     if existing is not None:
         log.info("skipping %s: it already holds a complete record (status %s)", job_dir, existing.status)
         return existing.meta.get("best_score")
-    datasets.disable_progress_bars()
-    backbone = instantiate(cfg.model)
-    datamodule: GlueDataModule = instantiate(cfg.data, _partial_=True)(task=cfg.task.name, tokenizer=backbone.load_tokenizer())
-    datamodule.setup("fit")
-    imm: Mitigation = instantiate(cfg.imm)
-    pl.seed_everything(int(cfg.seed), workers=True)
-    module = instantiate(cfg.module, _partial_=True)(backbone=backbone, task=cfg.task.name, imm=imm)
+    datamodule, module, imm = build(cfg)
     setting = setting_of(cfg, imm)
     logger = _logger(cfg, setting, int(cfg.seed))
     best, capture = BestWeights(), OutputCapture()
     callbacks: list[pl.Callback] = [best, capture]
-    if cfg.trainer.enable_progress_bar:
-        callbacks.append(RichProgressBar())
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=logger if logger is not None else False,
-        default_root_dir=str(job_dir),
-        val_check_interval=1.0 / cfg.eval_per_epoch,
-    )
+    trainer = make_trainer(cfg, callbacks, logger, job_dir)
     succeeded = False
     try:
         if logger is not None:

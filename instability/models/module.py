@@ -33,6 +33,7 @@ class FineTuner(pl.LightningModule):
         adam_eps: float = 1e-8,
         dropout: float = 0.1,
         finite_check_every: int = 10,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.task = get_task(task)
@@ -43,6 +44,8 @@ class FineTuner(pl.LightningModule):
         overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
         self.model = backbone.build(num_labels=2, overrides={**overrides, **self.imm.config_overrides()})
         self.imm.prepare(self.model)
+        self.compile = compile
+        self._train_model = self.model  # torch.compile'd in setup() if asked; capture hooks use `model` itself
         self.val_metrics = metric_collection(self.task.metrics, prefix="val/")
         self.diverged = False
         self._last_loss: torch.Tensor | None = None
@@ -59,11 +62,16 @@ class FineTuner(pl.LightningModule):
             inputs.pop("token_type_ids", None)
         return inputs
 
+    def setup(self, stage: str) -> None:
+        if self.compile and self._train_model is self.model:
+            self._train_model = torch.compile(self.model)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(**self.model_inputs(batch)).logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = torch.nn.functional.cross_entropy(self(batch).float(), batch["labels"])
+        logits = self._train_model(**self.model_inputs(batch)).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         self._last_loss = loss.detach()
         self.log("train/loss", loss, on_step=True, on_epoch=False)
         return loss

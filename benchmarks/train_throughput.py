@@ -1,0 +1,201 @@
+"""Training throughput: this project's Lightning loop against a plain Hugging Face `Trainer` on the same work.
+
+Same model, data slice, batch size, maximum length, optimiser, schedule and number of steps; the two are
+alternated in one process for several repetitions. Prints examples per second, the ratio (ours / Trainer),
+peak memory, and the capture overhead (first-token states of every layer on the test half, plus the
+validation half's logits, for the best and the final weights) as a fraction of a full 5-epoch run.
+
+    python benchmarks/train_throughput.py                      # CPU, offline MiniLM, RTE
+    python benchmarks/train_throughput.py --trainer gpu --steps 200 --examples 3200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("GLUE_DIR", str(REPO.parent / "shared" / "data" / "glue"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments  # noqa: E402
+
+from instability.capture import capture_outputs  # noqa: E402
+from instability.train import build, make_trainer  # noqa: E402
+
+
+class PeakMemory:
+    """Peak GPU memory allocated (CUDA) or peak resident set size sampled every 20 ms (CPU), in GiB."""
+
+    def __init__(self) -> None:
+        self.cuda = torch.cuda.is_available()
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> PeakMemory:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self.peak = self._rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+
+    @property
+    def gib(self) -> float:
+        return self.peak / 2**30
+
+
+def compose_cfg(args: argparse.Namespace, out: Path):
+    overrides = [
+        f"model={args.model}", f"task={args.task}", f"trainer={args.trainer}", "logger=none",
+        f"data.train_size={args.examples}", f"data.max_length={args.max_length}", f"data.batch_size={args.batch_size}",
+        f"trainer.max_steps={args.steps}", "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
+        "trainer.enable_progress_bar=false", f"module.compile={args.compile}", f"paths.output_dir={out}",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def time_ours(cfg, out: Path) -> tuple[float, float]:
+    datamodule, module, _ = build(cfg)
+    trainer = make_trainer(cfg, [], None, out)
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    return seconds, memory.gib
+
+
+def time_hf_trainer(cfg, out: Path) -> tuple[float, float]:
+    datamodule, module, _ = build(cfg)  # the same seeded model and the same tokenised data
+    cuda = torch.cuda.is_available()
+    arguments = TrainingArguments(
+        output_dir=str(out / "hf"),
+        per_device_train_batch_size=cfg.data.batch_size,
+        max_steps=cfg.trainer.max_steps,
+        learning_rate=cfg.module.lr,
+        weight_decay=cfg.module.weight_decay,
+        warmup_steps=cfg.module.warmup_ratio,  # a value below 1 is a fraction of the steps
+        lr_scheduler_type="linear",
+        max_grad_norm=cfg.trainer.gradient_clip_val,
+        bf16=cuda and str(cfg.trainer.precision).startswith("bf16"),
+        use_cpu=not cuda,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=cfg.trainer.log_every_n_steps,
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_pin_memory=cuda,
+        seed=int(cfg.seed),
+    )
+    trainer = Trainer(
+        model=module.model,
+        args=arguments,
+        train_dataset=datamodule.encoded["train"],
+        data_collator=DataCollatorWithPadding(datamodule.tokenizer),
+    )
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        trainer.train()
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    return seconds, memory.gib
+
+
+def time_capture(cfg) -> tuple[float, int]:
+    """Seconds to capture both checkpoints' outputs (as OutputCapture does), and the training set's size."""
+    full = cfg.copy()
+    full.data.train_size = None
+    datamodule, module, _ = build(full)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = module.model.to(device)
+
+    def prepare(batch):
+        return module.model_inputs({k: v.to(device, non_blocking=True) for k, v in batch.items()})
+
+    start = time.perf_counter()
+    for _ in ("final", "best"):
+        capture_outputs(model, datamodule.test_dataloader(), prepare)
+        capture_outputs(model, datamodule.val_dataloader(), prepare, with_hidden=False)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, len(datamodule.encoded["train"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--task", default="rte")
+    parser.add_argument("--trainer", default="gpu" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--examples", type=int, default=320, help="training examples in the slice")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="torch.compile our training forward pass")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        cfg = compose_cfg(args, out)
+        examples = args.steps * args.batch_size
+        print(f"device: {'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, "
+              f"threads {torch.get_num_threads()}; {args.model} on {args.task}, {args.steps} steps of "
+              f"{args.batch_size} (max length {args.max_length}), {args.repeats} alternating repetitions")
+        time_ours(cfg, out)  # warm-up: tokeniser cache, kernels, allocator
+        ours, theirs, ours_mem, theirs_mem = [], [], 0.0, 0.0
+        for repeat in range(args.repeats):
+            seconds, memory = time_ours(cfg, out)
+            ours.append(examples / seconds)
+            ours_mem = max(ours_mem, memory)
+            seconds, memory = time_hf_trainer(cfg, out)
+            theirs.append(examples / seconds)
+            theirs_mem = max(theirs_mem, memory)
+            print(f"  repetition {repeat}: ours {ours[-1]:.1f} ex/s, HF Trainer {theirs[-1]:.1f} ex/s")
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        kind = "GPU allocated" if torch.cuda.is_available() else "process RSS"
+        print(f"ours:       {statistics.median(ours):8.1f} examples/s (median), peak {kind} {ours_mem:.2f} GiB")
+        print(f"HF Trainer: {statistics.median(theirs):8.1f} examples/s (median), peak {kind} {theirs_mem:.2f} GiB")
+        print(f"ratio ours / HF Trainer: {ratio:.3f}")
+
+        capture_s, train_size = time_capture(cfg)
+        step_s = args.batch_size / statistics.median(ours)
+        run_s = 5 * -(-train_size // args.batch_size) * step_s
+        print(f"capture (best + final, test half with all layers' first-token states, validation half logits): "
+              f"{capture_s:.2f} s; estimated 5-epoch run on all {train_size} training examples: {run_s:.0f} s; "
+              f"capture overhead {100 * capture_s / (run_s + capture_s):.2f}% of the run")
+
+
+if __name__ == "__main__":
+    main()
