@@ -1,4 +1,4 @@
-"""A Hydra sweeper whose job list is a union of grids, for study designs that are not one Cartesian product.
+"""Job lists that are a union of grids, for study designs that are not one Cartesian product.
 
 The paper's grid gives standard fine-tuning 20 seeds, each mitigation method 10 and the failed-run setting
 20: three grids over the same models and tasks. Hydra's basic sweeper only knows one product.
@@ -7,7 +7,6 @@ The paper's grid gives standard fine-tuning 20 seeds, each mitigation method 10 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -25,25 +24,3 @@ def grid_jobs(params: Mapping[str, Any], grids: Sequence[Mapping[str, Any]], arg
         (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(merged), None)
         jobs.extend(batch)
     return jobs
-
-
-class GridUnionSweeper(BasicSweeper):
-    """BasicSweeper (same launching, batching and `multirun.yaml`) over the union of `grids`."""
-
-    def __init__(
-        self,
-        max_batch_size: int | None = None,
-        params: dict[str, str] | None = None,
-        grids: list[dict[str, str]] | None = None,
-    ) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=params)
-        self.grids = [dict(grid) for grid in grids or []]
-        self._arguments: list[str] = []
-
-    def sweep(self, arguments: list[str]) -> Any:
-        self._arguments = list(arguments)
-        return super().sweep(arguments)
-
-    def split_arguments(self, overrides: Any, max_batch_size: int | None) -> list[list[list[str]]]:  # type: ignore[override]
-        jobs = grid_jobs(self.params, self.grids, self._arguments)
-        return list(self.split_overrides_to_chunks(jobs, max_batch_size)) if max_batch_size else [jobs]

@@ -121,3 +121,14 @@ def test_ddp_on_cpu_with_two_processes(tmp_path):
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     record = read_record(tmp_path)
     assert record.finished and record.hidden("best").shape == (2, 139, 32)
+
+
+def test_grid_union_sweeper_runs_each_grid(tmp_path):
+    command = [sys.executable, "train.py", "experiment=cpu_study", "seed=0", "model=tiny-bert", "logger=none",
+               "data.train_size=32", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+               f"hydra.sweep.dir={tmp_path}"]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    records = [read_record(p) for p in find_records([tmp_path])]
+    settings = sorted((r.setting["imm"]["name"], r.setting["lr"], r.meta["measure_checkpoint"]) for r in records)
+    assert settings == [("llrd", 2e-5, "best"), ("none", 2e-5, "best"), ("none", 5e-5, "final"), ("reinit", 2e-5, "best")]
+    assert next(r for r in records if r.setting["imm"]["name"] == "reinit").setting["imm"]["num_layers"] == 2
