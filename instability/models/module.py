@@ -44,6 +44,7 @@ class FineTuner(pl.LightningModule):
         overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
         self.model = backbone.build(num_labels=2, overrides={**overrides, **self.imm.config_overrides()})
         self.imm.prepare(self.model)
+        self.model.train()  # from_pretrained returns eval mode, and Lightning keeps submodules' modes: dropout on
         self.compile = compile
         self._train_model = self.model  # torch.compile'd in setup() if asked; capture hooks use `model` itself
         self.val_metrics = metric_collection(self.task.metrics, prefix="val/")
