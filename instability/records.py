@@ -245,6 +245,16 @@ def find_records(roots: Iterable[str | os.PathLike]) -> list[Path]:
     return sorted(found)
 
 
+def setting_name(setting: dict[str, Any]) -> str:
+    """A short readable name of a training setting (the W&B group), e.g. `rte-minilm-llrd-lr2e-05-n200`."""
+    parts = [setting["task"], setting["model"], setting["imm"]["name"], f"lr{setting['lr']:g}"]
+    if setting.get("train_size"):
+        parts.append(f"n{setting['train_size']}")
+    if setting.get("measure_checkpoint") == "final":
+        parts.append("final")
+    return "-".join(parts)
+
+
 def is_finite_number(value: Any) -> bool:
     """True for a real number that is not NaN or inf (JSON metrics of a diverged run are null)."""
     return isinstance(value, (int, float)) and math.isfinite(value)

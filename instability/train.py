@@ -24,7 +24,7 @@ from instability.data import GlueDataModule
 from instability.imm import Mitigation
 from instability.models.module import FineTuner
 from instability.models.metrics import score
-from instability.records import RecordError, RunRecord, read_record, write_record
+from instability.records import RecordError, RunRecord, read_record, setting_name, write_record
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,6 @@ def setting_of(cfg: DictConfig, imm: Mitigation) -> dict[str, Any]:
         "split_seed": cfg.data.split_seed,
         "measure_checkpoint": cfg.measure_checkpoint,
     }
-
-
-def setting_name(setting: dict[str, Any]) -> str:
-    """A short readable name of a setting, used as the W&B group."""
-    parts = [setting["task"], setting["model"], setting["imm"]["name"], f"lr{setting['lr']:g}"]
-    if setting.get("train_size"):
-        parts.append(f"n{setting['train_size']}")
-    return "-".join(parts)
 
 
 def _logger(cfg: DictConfig, setting: dict[str, Any], seed: int) -> Logger | None:
