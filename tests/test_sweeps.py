@@ -130,5 +130,5 @@ def test_grid_union_sweeper_runs_each_grid(tmp_path):
     subprocess.run(command, cwd=REPO, check=True, capture_output=True)
     records = [read_record(p) for p in find_records([tmp_path])]
     settings = sorted((r.setting["imm"]["name"], r.setting["lr"], r.meta["measure_checkpoint"]) for r in records)
-    assert settings == [("llrd", 2e-5, "best"), ("none", 2e-5, "best"), ("none", 5e-5, "final"), ("reinit", 2e-5, "best")]
+    assert settings == [("none", 3e-4, "best"), ("none", 1e-3, "final"), ("reinit", 3e-4, "best")]
     assert next(r for r in records if r.setting["imm"]["name"] == "reinit").setting["imm"]["num_layers"] == 2
