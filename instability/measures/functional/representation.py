@@ -5,7 +5,8 @@ pair matrix over M models costs M decompositions plus M(M-1)/2 small ones instea
 
 - OP: ||X^T Y||_* = ||F_x^T F_y||_* for any F with F F^T = X X^T; F is N x min(N, D) (thin QR of X^T).
 - CKA: unit-norm (U-)centred Gram matrices per model; all pair inner products in one matmul.
-- SVCCA: per model an orthonormal basis of the centred SVD-reduced view (and of its complement); the canonical
+- SVCCA: per model the SVD reduction (from eigh of the N x N Gram when N <= D, k checked against the exact
+  singular values) and an orthonormal basis of the centred reduced view (and of its complement); the canonical
   correlations of a pair are the singular values of Q_x^T Q_y, or come from the sines of the principal angles,
   svdvals(Q_x^T Q_y_perp), when the complement is the narrower side (random data: k close to N).
 
@@ -121,10 +122,14 @@ def _check_threshold(threshold: float) -> None:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
 
 
-def _kept_directions(s: Tensor, threshold: float) -> Tensor:
-    """k: the top directions whose cumulative share of the singular-value sum is <= threshold, at least 1."""
-    share = s.cumsum(-1) / s.sum(-1, keepdim=True)
-    return (share <= threshold).sum(-1).clamp_min(1)
+def _shares(s: Tensor) -> Tensor:
+    """Cumulative share of the singular-value sum held by the top 1, 2, ... directions."""
+    return s.cumsum(-1) / s.sum(-1, keepdim=True)
+
+
+def _kept_directions(shares: Tensor, threshold: float) -> Tensor:
+    """k: the top directions whose cumulative share is <= threshold, at least 1 (SPEC: SVCCA)."""
+    return (shares <= threshold).sum(-1).clamp_min(1)
 
 
 def _share_margin(x: Tensor, eigenvalues: Tensor) -> Tensor:
@@ -149,15 +154,14 @@ def _svcca_reduce(x: Tensor, threshold: float, name: str) -> tuple[Tensor, Tenso
     _centre(x, name)
     if x.shape[-2] > x.shape[-1]:
         u, s, _ = torch.linalg.svd(x, full_matrices=False)
-        return u, _kept_directions(s, threshold)
+        return u, _kept_directions(_shares(s), threshold)
     eigenvalues, u = torch.linalg.eigh(x @ x.mT)
     eigenvalues, u = eigenvalues.flip(-1).clamp_min(0.0), u.flip(-1)
-    s = eigenvalues.sqrt()
-    k = _kept_directions(s, threshold)
-    share = s.cumsum(-1) / s.sum(-1, keepdim=True)
-    unsure = ((share - threshold).abs() <= _share_margin(x, eigenvalues).unsqueeze(-1)).any(-1)
+    shares = _shares(eigenvalues.sqrt())
+    k = _kept_directions(shares, threshold)
+    unsure = ((shares - threshold).abs() <= _share_margin(x, eigenvalues).unsqueeze(-1)).any(-1)
     if bool(unsure.any()):
-        k[unsure] = _kept_directions(torch.linalg.svdvals(x[unsure]), threshold)
+        k[unsure] = _kept_directions(_shares(torch.linalg.svdvals(x[unsure])), threshold)
     return u, k
 
 
