@@ -132,3 +132,11 @@ def test_grid_union_sweeper_runs_each_grid(tmp_path):
     settings = sorted((r.setting["imm"]["name"], r.setting["lr"], r.meta["measure_checkpoint"]) for r in records)
     assert settings == [("none", 3e-4, "best"), ("none", 1e-3, "final"), ("reinit", 3e-4, "best")]
     assert next(r for r in records if r.setting["imm"]["name"] == "reinit").setting["imm"]["num_layers"] == 2
+
+
+def test_analysis_runs_when_a_multirun_ends(tmp_path):
+    subprocess.run(sweep(tmp_path, "seed=range(2)", "hydra/callbacks=analyze",
+                         "hydra.callbacks.analyze_sweep.overrides=['bootstrap.replicates=20','failed_runs.permutations=20']"),
+                   cwd=REPO, check=True, capture_output=True)
+    summary = (tmp_path / "analysis" / "summary.md").read_text()
+    assert "rte-tiny-bert-none-lr2e-05-n32" in summary and (tmp_path / "analysis" / "measures.csv").is_file()

