@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,16 +85,21 @@ def compose_cfg(args: argparse.Namespace, out: Path):
         return compose("train", overrides=overrides)
 
 
-def time_ours(cfg, out: Path) -> tuple[float, float]:
-    datamodule, module, _ = build(cfg)
-    trainer = make_trainer(cfg, [], None, out)
+def timed(fit: Callable[[], object]) -> tuple[float, float]:
+    """Wall seconds of `fit()` (the GPU synchronised at the end) and its peak memory in GiB."""
     with PeakMemory() as memory:
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
+        fit()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     return seconds, memory.gib
+
+
+def time_ours(cfg, out: Path) -> tuple[float, float]:
+    datamodule, module, _ = build(cfg)
+    trainer = make_trainer(cfg, [], None, out)
+    return timed(lambda: trainer.fit(module, datamodule=datamodule))
 
 
 def time_hf_trainer(cfg, out: Path) -> tuple[float, float]:
@@ -124,13 +130,7 @@ def time_hf_trainer(cfg, out: Path) -> tuple[float, float]:
         train_dataset=datamodule.encoded["train"],
         data_collator=DataCollatorWithPadding(datamodule.tokenizer),
     )
-    with PeakMemory() as memory:
-        start = time.perf_counter()
-        trainer.train()
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    return seconds, memory.gib
+    return timed(trainer.train)
 
 
 def time_capture(cfg) -> tuple[float, int]:
