@@ -1,9 +1,11 @@
 """Training throughput: this project's Lightning loop against a plain Hugging Face `Trainer` on the same work.
 
-Same model, data slice, batch size, maximum length, optimiser, schedule and number of steps; the two are
-alternated in one process for several repetitions. Prints examples per second, the ratio (ours / Trainer),
-peak memory, and the capture overhead (first-token states of every layer on the test half, plus the
-validation half's logits, for the best and the final weights) as a fraction of a full 5-epoch run.
+Same model, data slice, batch size, maximum length, optimiser, schedule and number of steps, alternated in one
+process for several repetitions. Two baselines: the Trainer as `run_glue.py` runs it by default (every example
+padded to the maximum length, its `pad_to_max_length=True`), and the Trainer given dynamic padding as well (the
+like-for-like loop). Tokenisation is outside the timing for all three. Prints examples per second, the ratios
+(ours / Trainer), peak memory, and the capture overhead (first-token states of every layer on the test half,
+plus the validation half's logits, for the best and the final weights) as a fraction of a full 5-epoch run.
 
     python benchmarks/train_throughput.py                      # CPU, offline MiniLM, RTE
     python benchmarks/train_throughput.py --trainer gpu --steps 200 --examples 3200
@@ -19,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,8 +105,12 @@ def time_ours(cfg, out: Path) -> tuple[float, float]:
     return timed(lambda: trainer.fit(module, datamodule=datamodule))
 
 
-def time_hf_trainer(cfg, out: Path) -> tuple[float, float]:
-    datamodule, module, _ = build(cfg)  # the same seeded model and the same tokenised data
+BASELINES = {"run_glue.py (padded to max length)": "max_length", "+ dynamic padding": "longest"}
+
+
+def time_hf_trainer(cfg, out: Path, padding: str) -> tuple[float, float]:
+    """The Trainer on the same seeded model and tokenised data; batches padded to `padding` (HF's names)."""
+    datamodule, module, _ = build(cfg)
     cuda = torch.cuda.is_available()
     arguments = TrainingArguments(
         output_dir=str(out / "hf"),
@@ -128,7 +135,7 @@ def time_hf_trainer(cfg, out: Path) -> tuple[float, float]:
         model=module.model,
         args=arguments,
         train_dataset=datamodule.encoded["train"],
-        data_collator=DataCollatorWithPadding(datamodule.tokenizer),
+        data_collator=DataCollatorWithPadding(datamodule.tokenizer, padding=padding, max_length=cfg.data.max_length),
     )
     return timed(trainer.train)
 
@@ -174,23 +181,27 @@ def main() -> None:
               f"threads {torch.get_num_threads()}; {args.model} on {args.task}, {args.steps} steps of "
               f"{args.batch_size} (max length {args.max_length}), {args.repeats} alternating repetitions")
         time_ours(cfg, out)  # warm-up: tokeniser cache, kernels, allocator
-        ours, theirs, ours_mem, theirs_mem = [], [], 0.0, 0.0
+        loops = {"ours": lambda: time_ours(cfg, out)}
+        loops |= {f"HF Trainer, {name}": partial(time_hf_trainer, cfg, out, padding) for name, padding in BASELINES.items()}
+        speed = {name: [] for name in loops}
+        memory = dict.fromkeys(loops, 0.0)
         for repeat in range(args.repeats):
-            seconds, memory = time_ours(cfg, out)
-            ours.append(examples / seconds)
-            ours_mem = max(ours_mem, memory)
-            seconds, memory = time_hf_trainer(cfg, out)
-            theirs.append(examples / seconds)
-            theirs_mem = max(theirs_mem, memory)
-            print(f"  repetition {repeat}: ours {ours[-1]:.1f} ex/s, HF Trainer {theirs[-1]:.1f} ex/s")
-        ratio = statistics.median(ours) / statistics.median(theirs)
+            for name, loop in loops.items():
+                seconds, peak = loop()
+                speed[name].append(examples / seconds)
+                memory[name] = max(memory[name], peak)
+            print(f"  repetition {repeat}: " + ", ".join(f"{name} {values[-1]:.1f}" for name, values in speed.items())
+                  + " ex/s")
         kind = "GPU allocated" if torch.cuda.is_available() else "process RSS"
-        print(f"ours:       {statistics.median(ours):8.1f} examples/s (median), peak {kind} {ours_mem:.2f} GiB")
-        print(f"HF Trainer: {statistics.median(theirs):8.1f} examples/s (median), peak {kind} {theirs_mem:.2f} GiB")
-        print(f"ratio ours / HF Trainer: {ratio:.3f}")
+        for name, values in speed.items():
+            print(f"{name:<50} {statistics.median(values):8.1f} examples/s (median), peak {kind} {memory[name]:.2f} GiB")
+        for name in list(loops)[1:]:
+            ratios = [a / b for a, b in zip(speed["ours"], speed[name])]
+            print(f"ratio ours / {name}: {statistics.median(speed['ours']) / statistics.median(speed[name]):.3f} "
+                  f"(medians; per repetition {', '.join(f'{r:.2f}' for r in ratios)})")
 
         capture_s, train_size = time_capture(cfg)
-        step_s = args.batch_size / statistics.median(ours)
+        step_s = args.batch_size / statistics.median(speed["ours"])
         run_s = 5 * -(-train_size // args.batch_size) * step_s
         print(f"capture (best + final, test half with all layers' first-token states, validation half logits): "
               f"{capture_s:.2f} s; estimated 5-epoch run on all {train_size} training examples: {run_s:.0f} s; "

@@ -40,6 +40,21 @@ class RecordError(ValueError):
     """A record is missing, partial, corrupt or inconsistent; the message names the record."""
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def apply_umask(path: str | os.PathLike) -> None:
+    """Give a file or folder made by `tempfile` (always private, 0600/0700) the permissions an ordinary
+    `open`/`mkdir` would give it, so records and reports stay readable by the rest of a research group."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_UMASK)
+
+
 def write_record(job_dir: str | os.PathLike, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
     """Write a record atomically into `job_dir/record/`, replacing an earlier one only once the new one is complete."""
     job_dir = Path(job_dir)
@@ -54,6 +69,7 @@ def write_record(job_dir: str | os.PathLike, meta: dict[str, Any], tensors: dict
         if tensors:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, staging / TENSOR_FILE)
         _write_json(staging / META_FILE, meta)
+        apply_umask(staging)
         _fsync_dir(staging)
         if target.exists():
             retired = Path(tempfile.mkdtemp(prefix=".record-old-", dir=job_dir))
@@ -76,6 +92,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     os.close(handle)
     try:
         _write_json(Path(temporary), data)
+        apply_umask(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ The paper's grid gives standard fine-tuning 20 seeds, each mitigation method 10 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -150,11 +150,26 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger: Logger |
     )
 
 
-IGNORED_FOR_RESUME = ("paths", "logger", "wandb")
+# Config keys (and everything under them) that say where things are or how a run is displayed, not what it
+# computes: a rerun with the data in another folder or the progress bar off still resumes the sweep.
+IGNORED_FOR_RESUME = (
+    "paths", "logger", "wandb", "data.glue_dir", "data.cache_dir", "data.num_workers",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+)
 
 
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in IGNORED_FOR_RESUME}
+def _comparable(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The config flattened to dotted keys, without IGNORED_FOR_RESUME."""
+    flat = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if dotted in IGNORED_FOR_RESUME:
+            continue
+        if isinstance(value, dict) and value:
+            flat |= _comparable(value, f"{dotted}.")
+        else:
+            flat[dotted] = value
+    return flat
 
 
 def finished_record(job_dir: Path, cfg: DictConfig) -> RunRecord | None:

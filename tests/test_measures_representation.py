@@ -264,7 +264,7 @@ def test_batched_errors():
     constant = hidden.clone()
     constant[1, 1] = 1.0
     for measure in REPRESENTATION_MEASURES:
-        with pytest.raises(ValueError, match=r"layer 1 \(model \[1\]\) is constant"):
+        with pytest.raises(ValueError, match=r"layer 1 \(model 1\) is constant"):
             pairwise_representation_distances(constant, measure)
     broken = hidden.clone()
     broken[2, 0, 3, 1] = float("nan")

@@ -92,8 +92,19 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
 
 def test_rerun_with_another_configuration_is_refused(tmp_path):
     run(compose_train(tmp_path))
-    with pytest.raises(RuntimeError, match="different configuration.*module"):
+    with pytest.raises(RuntimeError, match=r"different configuration \(differs in: module\.lr\)"):
         run(compose_train(tmp_path, "module.lr=1e-4"))
+
+
+def test_rerun_with_data_elsewhere_or_display_options_resumes(tmp_path):
+    """Where GLUE lies (the same folder spelt another way) and the progress bar are not part of the setting."""
+    from conftest import GLUE_DIR
+
+    first = run(compose_train(tmp_path))
+    record = read_record(tmp_path)
+    other_spelling = f"data.glue_dir={GLUE_DIR}/../{GLUE_DIR.name}"
+    assert run(compose_train(tmp_path, other_spelling, "trainer.enable_progress_bar=true")) == first
+    assert read_record(tmp_path).meta == record.meta  # skipped: the record is untouched
 
 
 def test_full_disk_gives_a_clear_error_and_keeps_the_earlier_record(tmp_path, monkeypatch):
@@ -130,7 +141,8 @@ def test_grid_union_sweeper_runs_each_grid(tmp_path):
     subprocess.run(command, cwd=REPO, check=True, capture_output=True)
     records = [read_record(p) for p in find_records([tmp_path])]
     settings = sorted((r.setting["imm"]["name"], r.setting["lr"], r.meta["measure_checkpoint"]) for r in records)
-    assert settings == [("none", 3e-4, "best"), ("none", 1e-3, "final"), ("reinit", 3e-4, "best")]
+    assert settings == [("llrd", 3e-4, "best"), ("mixout", 3e-4, "best"), ("none", 3e-4, "best"),
+                        ("none", 1e-3, "final"), ("reinit", 3e-4, "best"), ("wd_pre", 3e-4, "best")]
     assert next(r for r in records if r.setting["imm"]["name"] == "reinit").setting["imm"]["num_layers"] == 2
 
 

@@ -161,6 +161,19 @@ def test_rewrite_replaces_a_record_whole(tmp_path):
     assert (tmp_path / "record" / "record.json").read_text().count('"seed": 2') == 1
 
 
+def test_records_and_json_get_ordinary_permissions(tmp_path):
+    """tempfile makes private files (0600/0700); records and reports must be readable like any other file."""
+    from instability import records
+
+    records.write_record(tmp_path, {"status": "diverged", "seed": 1}, {})
+    records.write_json_atomic(tmp_path / "report.json", {"a": 1})
+    (tmp_path / "plain").touch()
+    (tmp_path / "plain_dir").mkdir()
+    assert (tmp_path / "record").stat().st_mode & 0o777 == (tmp_path / "plain_dir").stat().st_mode & 0o777
+    for made in (tmp_path / "record" / "record.json", tmp_path / "report.json"):
+        assert made.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777 != 0o600
+
+
 def test_unknown_task_lists_choices(train_cfg):
     with pytest.raises(ConfigCompositionException, match="rte"):
         train_cfg("task=sst2")
@@ -201,3 +214,16 @@ def test_short_fit_per_method_writes_a_valid_record(train_cfg, imm, arch):
     record = read_record(cfg.paths.output_dir)
     assert record.finished and record.setting["imm"]["name"] == imm and record.setting["model"] == arch
     assert record.meta["config"]["imm"]["_target_"].rsplit(".", 1)[1] in {"Mixout", "LLRD", "ReInit", "WDPre"}
+
+
+def test_optimiser_is_fused_adamw_with_decay_groups(train_cfg, tmp_path):
+    """One fused AdamW kernel (as the HF Trainer's default) with the SPEC's weight-decay groups."""
+    from instability.train import build, make_trainer
+
+    cfg = train_cfg("trainer.max_steps=1")
+    datamodule, module, _ = build(cfg)
+    trainer = make_trainer(cfg, [], None, tmp_path)
+    trainer.fit(module, datamodule=datamodule)
+    optimizer = trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]
+    assert sorted(group["weight_decay"] for group in optimizer.param_groups) == [0.0, 0.01]

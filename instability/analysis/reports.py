@@ -20,7 +20,7 @@ import numpy as np
 from instability.analysis.compute import ALL, HEADLINE, MEAN, REPRESENTATION
 from instability.analysis.loading import AnalysisError
 from instability.analysis.results import SettingResult, SweepResult
-from instability.records import write_json_atomic
+from instability.records import apply_umask, write_json_atomic
 
 MANIFEST = "analysis.json"
 
@@ -93,6 +93,7 @@ class OutputFolder:
                 produce(out)
                 out.flush()
                 os.fsync(out.fileno())
+            apply_umask(temporary)
             os.replace(temporary, target)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

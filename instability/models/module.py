@@ -14,6 +14,8 @@ from instability.imm import Mitigation
 from instability.models.backbone import Backbone
 from instability.models.metrics import metric_collection
 
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
 
 class FineTuner(pl.LightningModule):
     """Fine-tunes `backbone` on `task` (SPEC section 1), with a mitigation method's hooks applied.
@@ -102,7 +104,10 @@ class FineTuner(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         groups = self.imm.param_groups(self.model, self.lr, self.weight_decay)
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.adam_betas, eps=self.adam_eps)
+        # Fused: one kernel for all parameters (the HF Trainer's default too); on CPU about 7x faster than the
+        # per-parameter loop torch picks otherwise, some 6% of a MiniLM training step.
+        fused = all(p.device.type in FUSED_ADAMW_DEVICES for group in groups for p in group["params"])
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.adam_betas, eps=self.adam_eps, fused=fused)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = math.ceil(self.warmup_ratio * total)
         scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)

@@ -10,8 +10,10 @@ pair matrix over M models costs M decompositions plus M(M-1)/2 small ones instea
   correlations of a pair are the singular values of Q_x^T Q_y, or come from the sines of the principal angles,
   svdvals(Q_x^T Q_y_perp), when the complement is the narrower side (random data: k close to N).
 
-Pairs are batched one row of the pair matrix at a time (model i against all j > i). A single pair runs the same
-code on a stack of its two models. Everything runs in ``dtype`` (float64 by default) on the input's device.
+The per-model step runs one model at a time and pairs go in blocks of a few (model i against j, j+1, ... > i):
+large batched temporaries would be fresh memory pages on every allocation, a tenth of the run in page faults.
+A single pair runs the same code on a stack of its two models. Everything runs in ``dtype`` (float64 by
+default) on the input's device.
 """
 
 from __future__ import annotations
@@ -41,11 +43,17 @@ def _centre(x: Tensor, name: str) -> Tensor:
     return centred
 
 
-def _pair_matrix(num_models: int, row: Callable[[int], Tensor], like: Tensor) -> Tensor:
-    """Symmetric [M, M] matrix with zero diagonal; ``row(i)`` gives the distances of model i to models i+1.."""
+PAIR_BLOCK = 4  # pairs per batched call: 4 matrices of 522 x 522 stay below glibc's mmap threshold (32 MiB)
+
+
+def _pair_matrix(num_models: int, block: Callable[[int, slice], Tensor], like: Tensor) -> Tensor:
+    """Symmetric [M, M] matrix with zero diagonal; ``block(i, js)`` gives the distances of model i to models js
+    (a slice of at most PAIR_BLOCK models after i)."""
     matrix = like.new_zeros(num_models, num_models)
     for i in range(num_models - 1):
-        matrix[i, i + 1 :] = row(i)
+        for start in range(i + 1, num_models, PAIR_BLOCK):
+            js = slice(start, min(start + PAIR_BLOCK, num_models))
+            matrix[i, js] = block(i, js)
     return matrix + matrix.T
 
 
@@ -71,7 +79,7 @@ def _op_factors(x: Tensor, name: str) -> Tensor:
 def _op_matrix(factors: Tensor) -> Tensor:
     """d = 1 - ||X^T Y||_* (SPEC: OP) for every pair, from the per-model factors [M, N, m]."""
     return _pair_matrix(
-        factors.shape[0], lambda i: 1.0 - torch.linalg.svdvals(factors[i].mT @ factors[i + 1 :]).sum(-1), factors
+        factors.shape[0], lambda i, js: 1.0 - torch.linalg.svdvals(factors[i].mT @ factors[js]).sum(-1), factors
     )
 
 
@@ -196,21 +204,21 @@ def _svcca_matrix(u: Tensor, k: Tensor, name: str) -> Tensor:
     basis = q[..., 1 : 1 + kmax] * (torch.arange(kmax, device=q.device) < k.unsqueeze(-1)).unsqueeze(-2)
     k_float = k.to(q.dtype)
 
-    def direct(i: int) -> Tensor:
-        rho = torch.linalg.svdvals(basis[i].mT @ basis[i + 1 :])
-        return 1.0 - rho.sum(-1) / torch.minimum(k_float[i], k_float[i + 1 :])
+    def direct(i: int, js: slice) -> Tensor:
+        rho = torch.linalg.svdvals(basis[i].mT @ basis[js])
+        return 1.0 - rho.sum(-1) / torch.minimum(k_float[i], k_float[js])
 
     if not complement:
         return _pair_matrix(u.shape[0], direct, q)
     start = 1 + int(k.min())
     perp = q[..., start:] * (torch.arange(start, n, device=q.device) > k.unsqueeze(-1)).unsqueeze(-2)
 
-    def from_complement(i: int) -> Tensor:
-        i_smaller = (k[i] <= k[i + 1 :]).view(-1, 1, 1)
-        cross = torch.where(i_smaller, basis[i].mT @ perp[i + 1 :], basis[i + 1 :].mT @ perp[i])
+    def from_complement(i: int, js: slice) -> Tensor:
+        i_smaller = (k[i] <= k[js]).view(-1, 1, 1)
+        cross = torch.where(i_smaller, basis[i].mT @ perp[js], basis[js].mT @ perp[i])
         sines = torch.linalg.svdvals(cross).clamp(max=1.0)
         lost = (sines**2 / (1.0 + torch.sqrt(1.0 - sines**2))).sum(-1)
-        return lost / torch.minimum(k_float[i], k_float[i + 1 :])
+        return lost / torch.minimum(k_float[i], k_float[js])
 
     return _pair_matrix(u.shape[0], from_complement, q)
 
@@ -252,13 +260,22 @@ def linear_cka_distance(x: Tensor, y: Tensor, debiased: bool = True, dtype: torc
 # --- all pairs of M models ---------------------------------------------------------------------------------
 
 
-def _layer_matrix(x: Tensor, measure: str, name: str, threshold: float = 0.99, debiased: bool = True) -> Tensor:
-    """Pair matrix [M, M] of one layer's representations [M, N, D]."""
+def _layer_matrix(
+    x: Tensor, measure: str, name: str, dtype: torch.dtype, threshold: float = 0.99, debiased: bool = True
+) -> Tensor:
+    """Pair matrix [M, M] of one layer's representations [M, N, D]; each model is cast to ``dtype`` and reduced
+    to its per-model features on its own."""
+
+    def per_model(step: Callable[[Tensor, str], Tensor]) -> list[Tensor]:
+        names = [f"{name} (model {m})" for m in range(x.shape[0])]
+        return [step(check_representation(x[m], names[m], dtype), names[m]) for m in range(x.shape[0])]
+
     if measure == "svcca":
-        return _svcca_matrix(*_svcca_reduce(x, threshold, name), name)
+        u, k = zip(*per_model(lambda model, label: _svcca_reduce(model, threshold, label)))
+        return _svcca_matrix(torch.stack(u), torch.stack(k), name)
     if measure == "op":
-        return _op_matrix(_op_factors(x, name))
-    return _cka_matrix(_cka_grams(x, debiased, name))
+        return _op_matrix(torch.stack(per_model(_op_factors)))
+    return _cka_matrix(torch.stack(per_model(lambda model, label: _cka_grams(model, debiased, label))))
 
 
 _MEASURE_KWARGS = {"svcca": {"threshold"}, "op": set(), "cka": {"debiased"}}
@@ -270,7 +287,7 @@ def pairwise_representation_distances(
     """Pair matrices [L, M, M] (symmetric, zero diagonal) of one measure for hidden states [M, L, N, D].
 
     ``measure`` is one of REPRESENTATION_MEASURES; ``kwargs`` go to it (``threshold`` for SVCCA, ``debiased`` for
-    CKA). Layers are cast to ``dtype`` one at a time, so a float32 input is never copied whole.
+    CKA). Each model's layer is cast to ``dtype`` on its own, so a float32 input is never copied whole.
     """
     if measure not in _MEASURE_KWARGS:
         raise ValueError(f"measure must be one of {REPRESENTATION_MEASURES}, got {measure!r}")
@@ -280,8 +297,5 @@ def pairwise_representation_distances(
     hidden = as_tensor(hidden, "hidden")
     check_ndim(hidden, (4,), "hidden", "[M models, L layers, N examples, D features]")
     check_num_models(hidden.shape[0], "pairwise_representation_distances")
-    matrices = []
-    for layer in range(hidden.shape[1]):
-        name = f"hidden layer {layer}"
-        matrices.append(_layer_matrix(check_representation(hidden[:, layer], name, dtype), measure, name, **kwargs))
-    return torch.stack(matrices)
+    return torch.stack([_layer_matrix(hidden[:, layer], measure, f"hidden layer {layer}", dtype, **kwargs)
+                        for layer in range(hidden.shape[1])])
