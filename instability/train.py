@@ -137,10 +137,19 @@ def build(cfg: DictConfig) -> tuple[GlueDataModule, FineTuner, Mitigation]:
     return datamodule, module, imm
 
 
+def check_precision(precision: Any) -> None:
+    """bf16 needs a GPU that has it (Ampere or later); on an older one say which option to change, rather than
+    let the run fail or silently train in another precision than its record says."""
+    if str(precision).startswith("bf16") and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"trainer.precision={precision}: {torch.cuda.get_device_name()} has no bfloat16; "
+                         "use trainer.precision=16-mixed (or 32-true)")
+
+
 def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger: Logger | None, job_dir: Path) -> pl.Trainer:
     """The configured Lightning Trainer (plus a rich progress bar when progress bars are on)."""
     if cfg.trainer.enable_progress_bar:
         callbacks = [*callbacks, RichProgressBar()]
+    check_precision(cfg.trainer.precision)
     return instantiate(
         cfg.trainer,
         callbacks=callbacks,

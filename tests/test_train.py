@@ -227,3 +227,13 @@ def test_optimiser_is_fused_adamw_with_decay_groups(train_cfg, tmp_path):
     optimizer = trainer.optimizers[0]
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]
     assert sorted(group["weight_decay"] for group in optimizer.param_groups) == [0.0, 0.01]
+
+
+def test_bf16_on_a_gpu_without_it_names_the_option(train_cfg, monkeypatch, tmp_path):
+    from instability.train import make_trainer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Tesla V100")
+    with pytest.raises(ValueError, match=r"trainer.precision=bf16-mixed: Tesla V100 has no bfloat16"):
+        make_trainer(train_cfg("trainer=gpu"), [], None, tmp_path)
