@@ -253,6 +253,22 @@ def test_svcca_rejects_a_reduced_view_that_loses_rank_when_centred():
         svcca_distance(z, z, threshold=0.0)
 
 
+@pytest.mark.parametrize("measure", REPRESENTATION_MEASURES)
+def test_numpy_and_torch_linear_algebra_agree(measure, monkeypatch):
+    """On CPU the decompositions run through numpy (faster than torch's MKL on AMD); torch's path (GPUs) must give
+    the same pair matrices. SVCCA's complement route (k close to N) and its direct route both run."""
+    from instability.measures import _linalg
+
+    generator = torch.Generator().manual_seed(3)
+    low_rank = torch.randn(4, 2, 40, 6, generator=generator) @ torch.randn(6, 60, generator=generator)
+    for hidden in (torch.randn(4, 2, 40, 60, generator=generator, dtype=torch.float64), low_rank):
+        fast = pairwise_representation_distances(hidden, measure)
+        monkeypatch.setattr(_linalg, "USE_NUMPY", False)
+        reference = pairwise_representation_distances(hidden, measure)
+        monkeypatch.setattr(_linalg, "USE_NUMPY", True)
+        torch.testing.assert_close(fast, reference, rtol=0, atol=1e-10)
+
+
 def test_batched_errors():
     hidden = torch.randn(3, 2, 10, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match="measure"):

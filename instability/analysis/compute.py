@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from instability.measures.functional import (
     fleiss_kappa_instability,
@@ -108,12 +109,13 @@ def pair_matrices(
 
 @contextmanager
 def single_threaded_torch() -> Iterator[None]:
-    """Torch on one thread inside the block. On a shared CPU, intra-op threads make the analysis's many small ops
-    and LAPACK calls up to a thousand times slower; parallelism comes from worker threads instead."""
+    """Torch and numpy's BLAS on one thread inside the block. On a shared CPU, intra-op threads make the analysis's
+    many small ops and LAPACK calls up to a thousand times slower; parallelism comes from worker threads instead."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(threads)
 

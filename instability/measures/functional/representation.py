@@ -13,7 +13,8 @@ pair matrix over M models costs M decompositions plus M(M-1)/2 small ones instea
 The per-model step runs one model at a time and pairs go in blocks of a few (model i against j, j+1, ... > i):
 large batched temporaries would be fresh memory pages on every allocation, a tenth of the run in page faults.
 A single pair runs the same code on a stack of its two models. Everything runs in ``dtype`` (float64 by
-default) on the input's device.
+default) on the input's device; matmuls and decompositions go through `instability.measures._linalg` (numpy's
+LAPACK on CPU).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from instability.measures import _linalg as linalg
 from instability.measures._checks import (
     as_tensor,
     check_ndim,
@@ -72,14 +74,14 @@ def _op_factors(x: Tensor, name: str) -> Tensor:
     centred = _centre(x, name)
     normed = centred / torch.linalg.matrix_norm(centred, keepdim=True)
     if x.shape[-2] < x.shape[-1]:
-        return torch.linalg.qr(normed.mT, mode="r").R.mT  # X^T = Q R  =>  X X^T = R^T R
+        return linalg.qr_r(normed.mT).mT  # X^T = Q R  =>  X X^T = R^T R
     return normed
 
 
 def _op_matrix(factors: Tensor) -> Tensor:
     """d = 1 - ||X^T Y||_* (SPEC: OP) for every pair, from the per-model factors [M, N, m]."""
     return _pair_matrix(
-        factors.shape[0], lambda i, js: 1.0 - torch.linalg.svdvals(factors[i].mT @ factors[js]).sum(-1), factors
+        factors.shape[0], lambda i, js: 1.0 - linalg.svdvals(linalg.matmul(factors[i].mT, factors[js])).sum(-1), factors
     )
 
 
@@ -106,7 +108,7 @@ def _cka_grams(x: Tensor, debiased: bool, name: str) -> Tensor:
     if debiased:
         check_num_examples(x.shape[-2], 4, f"debiased CKA ({name})")
     centred = _centre(x, name)
-    gram = centred @ centred.mT
+    gram = linalg.matmul(centred, centred.mT)
     if debiased:
         gram = _u_centre(gram)
     norm = torch.linalg.matrix_norm(gram, keepdim=True)
@@ -163,13 +165,13 @@ def _svcca_reduce(x: Tensor, threshold: float, name: str) -> tuple[Tensor, Tenso
     if x.shape[-2] > x.shape[-1]:
         u, s, _ = torch.linalg.svd(x, full_matrices=False)
         return u, _kept_directions(_shares(s), threshold)
-    eigenvalues, u = torch.linalg.eigh(x @ x.mT)
+    eigenvalues, u = linalg.eigh(linalg.matmul(x, x.mT))
     eigenvalues, u = eigenvalues.flip(-1).clamp_min(0.0), u.flip(-1)
     shares = _shares(eigenvalues.sqrt())
     k = _kept_directions(shares, threshold)
     unsure = ((shares - threshold).abs() <= _share_margin(x, eigenvalues).unsqueeze(-1)).any(-1)
     if bool(unsure.any()):
-        k[unsure] = _kept_directions(_shares(torch.linalg.svdvals(x[unsure])), threshold)
+        k[unsure] = _kept_directions(_shares(linalg.svdvals(x[unsure])), threshold)
     return u, k
 
 
@@ -181,7 +183,7 @@ def _svcca_bases(u: Tensor, k: Tensor, complete: bool, name: str) -> Tensor:
     if kmax >= n:
         raise ValueError(f"{name}: SVCCA keeps all {n} directions; centred they are rank deficient, SVCCA is undefined")
     ones = u.new_full((*u.shape[:-2], n, 1), n**-0.5)
-    q, r = torch.linalg.qr(torch.cat([ones, u[..., :kmax]], -1), mode="complete" if complete else "reduced")
+    q, r = linalg.qr(torch.cat([ones, u[..., :kmax]], -1), complete)
     kept = torch.arange(kmax, device=u.device) < k.unsqueeze(-1)
     lost_rank = (r.diagonal(dim1=-2, dim2=-1)[..., 1:].abs() <= max(n, kmax + 1) * torch.finfo(u.dtype).eps) & kept
     if bool(lost_rank.any()):
@@ -205,7 +207,7 @@ def _svcca_matrix(u: Tensor, k: Tensor, name: str) -> Tensor:
     k_float = k.to(q.dtype)
 
     def direct(i: int, js: slice) -> Tensor:
-        rho = torch.linalg.svdvals(basis[i].mT @ basis[js])
+        rho = linalg.svdvals(linalg.matmul(basis[i].mT, basis[js]))
         return 1.0 - rho.sum(-1) / torch.minimum(k_float[i], k_float[js])
 
     if not complement:
@@ -215,8 +217,8 @@ def _svcca_matrix(u: Tensor, k: Tensor, name: str) -> Tensor:
 
     def from_complement(i: int, js: slice) -> Tensor:
         i_smaller = (k[i] <= k[js]).view(-1, 1, 1)
-        cross = torch.where(i_smaller, basis[i].mT @ perp[js], basis[js].mT @ perp[i])
-        sines = torch.linalg.svdvals(cross).clamp(max=1.0)
+        cross = torch.where(i_smaller, linalg.matmul(basis[i].mT, perp[js]), linalg.matmul(basis[js].mT, perp[i]))
+        sines = linalg.svdvals(cross).clamp(max=1.0)
         lost = (sines**2 / (1.0 + torch.sqrt(1.0 - sines**2))).sum(-1)
         return lost / torch.minimum(k_float[i], k_float[js])
 
