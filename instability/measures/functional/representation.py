@@ -216,8 +216,9 @@ def _svcca_matrix(u: Tensor, k: Tensor, name: str) -> Tensor:
     perp = q[..., start:] * (torch.arange(start, n, device=q.device) > k.unsqueeze(-1)).unsqueeze(-2)
 
     def from_complement(i: int, js: slice) -> Tensor:
-        i_smaller = (k[i] <= k[js]).view(-1, 1, 1)
-        cross = torch.where(i_smaller, linalg.matmul(basis[i].mT, perp[js]), linalg.matmul(basis[js].mT, perp[i]))
+        # each pair's smaller basis against the complement of the larger one (only that product is formed)
+        cross = torch.stack([linalg.matmul(basis[a].mT, perp[b]) for a, b in
+                             ((i, j) if k[i] <= k[j] else (j, i) for j in range(js.start, js.stop))])
         sines = linalg.svdvals(cross).clamp(max=1.0)
         lost = (sines**2 / (1.0 + torch.sqrt(1.0 - sines**2))).sum(-1)
         return lost / torch.minimum(k_float[i], k_float[js])
