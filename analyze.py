@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="analyze")
 def main(cfg: DictConfig) -> None:
     from rich.console import Console  # imported here so `--help` and `--cfg` stay fast
+    from rich.markup import escape
 
     from instability.analysis.loading import AnalysisError
     from instability.analysis.pipeline import run
@@ -21,7 +22,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg, console)
     except AnalysisError as error:
-        console.print(f"[bold red]analyze: error:[/bold red] {error}", highlight=False)
+        console.print(f"[bold red]analyze: error:[/bold red] {escape(str(error))}", highlight=False)
         sys.exit(1)
 
 

@@ -7,13 +7,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-
-def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The transformer layers of a BERT/RoBERTa-style classifier (embedding output excluded)."""
-    try:
-        return model.base_model.encoder.layer
-    except AttributeError:
-        raise ValueError(f"{type(model).__name__} has no base_model.encoder.layer: not a BERT/RoBERTa-style encoder") from None
+from instability.models.layers import encoder_layers
 
 
 @torch.inference_mode()

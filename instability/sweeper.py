@@ -13,6 +13,18 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 
+def check_literal(sweeper: Mapping[str, Any]) -> None:
+    """Refuse interpolations in the (unresolved) sweeper config's `params` and `grids`: Hydra resolves the sweeper's
+    config once, against the primary config (its default model), so `module.lr: \\${model.failed_lr}` would give
+    every job the default model's value. A value that depends on a job's own choices belongs in a config group
+    (e.g. `regime: failed`), which each job composes for itself."""
+    for values in [sweeper.get("params") or {}, *(sweeper.get("grids") or [])]:
+        for key, value in values.items():
+            if "${" in str(value):
+                raise ValueError(f"hydra.sweeper: {key}={value} is an interpolation, which the sweeper would resolve "
+                                 "once for all jobs; set it in a config group and sweep over the group instead")
+
+
 def grid_jobs(params: Mapping[str, Any], grids: Sequence[Mapping[str, Any]], arguments: Sequence[str]) -> list[list[str]]:
     """Each job's overrides: for every grid, the product of `params`, the grid's own values and the command line.
 

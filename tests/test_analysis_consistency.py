@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from instability.analysis.compute import HEADLINE
+from instability.analysis.setting_measures import HEADLINE
 from instability.analysis.consistency import SettingPoint, benchmark, sd_vs_agreement
-from synthetic import LAYERS, planted_sweep, run_analysis, setting
+from helpers.analysis import run_analysis
+from helpers.records import LAYERS, planted_sweep, setting
 
 IMMS = ("none", "mixout", "llrd", "reinit", "wd_pre")
 
 
 def point(name, model="bert", task="rte", **values):
     numbers = {label: values.get(label, 0.0) for label in HEADLINE}
-    return SettingPoint(name, setting(model=model, task=task, imm={"name": name}), numbers)
+    return SettingPoint(name, setting(model=model, task=task, imm=name), numbers)
 
 
 def test_same_ordering_gives_tau_one_and_a_reversed_measure_minus_one():
@@ -56,7 +57,7 @@ def test_sd_vs_agreement_recovers_a_planted_relation():
     points = []
     for name, sd in zip(IMMS, sds):
         agreement = {label: 0.1 + (k + 1) * sd for k, label in enumerate(HEADLINE)}  # rises with SD for every measure
-        points.append(SettingPoint(name, setting(imm={"name": name}), {label: sd for label in HEADLINE}, agreement))
+        points.append(SettingPoint(name, setting(imm=name), {label: sd for label in HEADLINE}, agreement))
     rows, results, notes = sd_vs_agreement(points, ["model"])
     assert not notes and len(results) == 1 and len(rows) == 5 * len(HEADLINE)
     assert results[0]["pearson_r"] == pytest.approx(1.0) and results[0]["p_value"] < 1e-6
@@ -71,7 +72,7 @@ def test_benchmark_and_sd_vs_agreement_end_to_end(tmp_path):
     for k, name in enumerate(IMMS):
         spread = [0.3 - 0.05 * k, 0.0, -(0.3 - 0.05 * k), 0.1]
         planted_sweep(tmp_path / name, runs=4, flips=[k + 1] * 4, scales=[[0.1 * (k + 1)] * LAYERS] * 4,
-                      scores=[0.5 + s for s in spread], setting_dict=setting(imm={"name": name}))
+                      scores=[0.5 + s for s in spread], setting_dict=setting(imm=name))
     result, text = run_analysis(tmp_path, tmp_path / "out", "layer_trend=false", "failed_runs.enabled=false",
                                 "subsampling.enabled=false", "bootstrap.replicates=30", "figures=true")
     assert len(result.settings) == 5

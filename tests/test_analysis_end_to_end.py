@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from instability.analysis.compute import ALL, REPRESENTATION
-from synthetic import planted_sweep, run_analysis
+from instability.analysis.setting_measures import ALL, REPRESENTATION
+from helpers.analysis import run_analysis
+from helpers.records import planted_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "disabled"}
-SETTING = "rte-tiny-bert-none-lr2e-05-n48"
+SETTING = "rte-tiny-bert-none-lr2e-05-n48-ep1"
 RANGES = {"mean": (0, 1), "SD": (0, 0.5), "I_pwd": (0, 1), "I_kappa": (0, 1.5), "I_jsd": (0, math.log(2)),
           "SVCCA": (0, 1), "OP": (0, 1), "CKA": (0, 1.2)}  # 3 raters: kappa >= -1/2; debiased CKA can dip below 0
 

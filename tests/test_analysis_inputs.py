@@ -8,7 +8,8 @@ import torch
 
 from instability.analysis.loading import AnalysisError
 from instability.records import META_FILE, TENSOR_FILE
-from synthetic import LAYERS, base_hidden, base_labels, planted_sweep, run_analysis, setting, write_run
+from helpers.analysis import run_analysis
+from helpers.records import LAYERS, base_hidden, base_labels, planted_sweep, setting, write_run
 
 FAST = ("layer_trend=false", "failed_runs.enabled=false", "subsampling.enabled=false", "bootstrap.enabled=false",
         "benchmark.enabled=false")
@@ -69,7 +70,7 @@ def test_partial_and_unreadable_records_are_listed(tmp_path):
     (tmp_path / "sweep" / "3" / "record" / META_FILE).write_text('{"status": "finis')
     result, _ = run_analysis(tmp_path / "sweep", tmp_path / "out", *FAST)
     reasons = {row["run"].rsplit("/", 1)[-1]: row["reason"] for row in skipped_rows(tmp_path / "out")}
-    assert "finished run without" in reasons["2"] and "unreadable record metadata" in reasons["3"]
+    assert "run with outputs but without" in reasons["2"] and "unreadable record metadata" in reasons["3"]
     assert result.settings[0].seeds == [0, 1]
 
 
@@ -106,9 +107,9 @@ def test_setting_with_too_few_runs_is_reported_and_the_rest_analysed(tmp_path):
     planted_sweep(tmp_path / "sweep", runs=3)
     write_run(tmp_path / "sweep" / "9", 0, base_labels(), base_hidden(), setting_dict=setting(lr=1e-3))
     result, printed = run_analysis(tmp_path / "sweep", tmp_path / "out", *FAST)
-    assert [r.name for r in result.settings] == ["rte-synthetic-none-lr2e-05"]
+    assert [r.name for r in result.settings] == ["rte-synthetic-none-lr2e-05-ep1"]
     (row,) = skipped_rows(tmp_path / "out")
-    assert row["setting"] == "rte-synthetic-none-lr0.001" and "1 usable run(s)" in row["reason"]
+    assert row["setting"] == "rte-synthetic-none-lr0.001-ep1" and "1 usable run(s)" in row["reason"]
     assert "1 usable run(s)" in printed
 
 
@@ -128,7 +129,7 @@ def test_earlier_output_is_kept_unless_overwrite(tmp_path):
         run_analysis(tmp_path / "sweep", tmp_path / "out", *FAST)
     assert (tmp_path / "out" / "measures.csv").read_text() == before
     run_analysis(tmp_path / "sweep", tmp_path / "out", *FAST, "overwrite=true", "figures=false")
-    assert not (tmp_path / "out" / "figures" / "rte-synthetic-none-lr2e-05" / "layers.png").exists()  # stale: removed
+    assert not (tmp_path / "out" / "figures" / "rte-synthetic-none-lr2e-05-ep1" / "layers.png").exists()  # stale: removed
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"  # not ours: kept
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
 
@@ -136,7 +137,7 @@ def test_earlier_output_is_kept_unless_overwrite(tmp_path):
 def test_default_output_folder_is_inside_the_sweep(tmp_path):
     planted_sweep(tmp_path / "sweep", runs=2)
     from instability.analysis.pipeline import run
-    from synthetic import analysis_config
+    from helpers.analysis import analysis_config
 
     config = analysis_config(tmp_path / "sweep", tmp_path / "ignored", *FAST, "out_dir=null")
     result = run(config)

@@ -8,10 +8,11 @@ import pytest
 import torch
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
-from instability.analysis.compute import ALL, REPRESENTATION
+from instability.analysis.setting_measures import ALL, REPRESENTATION
 from instability.analysis.loading import group_settings, load_setting, record_paths
-from synthetic import (EXAMPLES, LAYERS, base_hidden, base_labels, flipped, noisy, planted_sweep, run_analysis, setting,
-                       write_run)
+from helpers.analysis import run_analysis
+from helpers.records import (EXAMPLES, LAYERS, base_hidden, base_labels, flipped, noisy, planted_sweep, setting,
+                             write_run)
 
 FAST = ("layer_trend=false", "failed_runs.enabled=false", "subsampling.enabled=false", "bootstrap.enabled=false",
         "benchmark.enabled=false")
@@ -75,14 +76,14 @@ def test_measures_csv_has_a_row_per_measure_and_layer_and_setting_columns(tmp_pa
 
 
 def test_runs_are_grouped_by_setting_dict_not_by_folder(tmp_path):
-    first, second = setting(), setting(imm={"name": "mixout", "params": {"p": 0.1}})
+    first, second = setting(), setting(imm="mixout", **{"imm.p": 0.1})
     # two settings interleaved in one folder, and one setting's runs spread over two sweep folders
     planted_sweep(tmp_path / "a", runs=3, setting_dict=first)
     planted_sweep(tmp_path / "a", runs=2, setting_dict=second, first_job=10)
     planted_sweep(tmp_path / "b" / "deeper", runs=2, setting_dict=second, first_job=20)
     settings, skipped = group_settings(record_paths([tmp_path / "a", tmp_path / "b"]))
     sizes = {runs.name: len(runs.records) for runs in settings}
-    assert sizes == {"rte-synthetic-none-lr2e-05": 3, "rte-synthetic-mixout-lr2e-05": 2}
+    assert sizes == {"rte-synthetic-none-lr2e-05-ep1": 3, "rte-synthetic-mixout0.1-lr2e-05-ep1": 2}
     # the second setting has seeds 0, 1 in both folders: later duplicates are reported, not silently dropped
     assert len(skipped) == 2 and all("appears twice" in s.reason for s in skipped)
 

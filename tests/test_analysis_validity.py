@@ -5,10 +5,11 @@ import csv
 import numpy as np
 import pytest
 
-from instability.analysis.compute import HEADLINE, REPRESENTATION, MeasureOptions, pair_matrices
+from instability.analysis.setting_measures import HEADLINE, PAPER, REPRESENTATION, MeasureOptions, pair_matrices
 from instability.analysis.loading import group_settings, load_setting, record_paths
 from instability.analysis.validity import bootstrap, failed_groups, failed_vs_successful, generator, subsampling
-from synthetic import LAYERS, planted_sweep, run_analysis
+from helpers.analysis import run_analysis
+from helpers.records import LAYERS, planted_sweep
 
 ANALYSES = ("layer_trend", "failed_runs", "subsampling", "bootstrap", "benchmark")
 ONLY = {name: tuple(f"{other}=false" if other == "layer_trend" else f"{other}.enabled=false"
@@ -34,7 +35,7 @@ FAILED_SCALES = [[0.1, 0.1, 2.0, 4.0] if flag else [0.1, 0.1, 0.2, 0.3] for flag
 
 def test_planted_failed_runs_are_found_and_separated(tmp_path):
     data, pairs = load(tmp_path, runs=10, scales=FAILED_SCALES, failed=PLANTED_FAILED, flips=[1] * 10)
-    failed_at, successful_at, note = failed_groups(data.failed, 2)
+    failed_at, successful_at, note = failed_groups(data.failed, 0, 2)
     assert note is None and failed_at == [0, 2, 4, 6, 8] and successful_at == [1, 3, 5, 7, 9]
     rng = generator(0, data.key, "permutation")
     outcome = failed_vs_successful(pairs, data.seeds, failed_at, successful_at, 400, rng)
@@ -48,7 +49,7 @@ def test_planted_failed_runs_are_found_and_separated(tmp_path):
 def test_random_grouping_is_not_separated(tmp_path):
     same = [[0.1, 0.2, 0.3, 0.4]] * 10
     data, pairs = load(tmp_path, runs=10, scales=same, failed=PLANTED_FAILED, flips=[1] * 10)
-    failed_at, successful_at, _ = failed_groups(data.failed, 2)
+    failed_at, successful_at, _ = failed_groups(data.failed, 0, 2)
     rng = generator(0, data.key, "permutation")
     outcome = failed_vs_successful(pairs, data.seeds, failed_at, successful_at, 400, rng)
     for label in REPRESENTATION:
@@ -68,7 +69,7 @@ def test_failed_runs_in_outputs_with_groups_labelled_from_the_data(tmp_path):
     assert len(rows) == len(REPRESENTATION)
     for row in rows:
         assert float(row["failed_mean"]) > float(row["successful_mean"]) and float(row["p_value"]) < 0.05
-    assert (tmp_path / "out" / "figures" / "rte-synthetic-none-lr2e-05" / "failed_runs.png").stat().st_size > 0
+    assert (tmp_path / "out" / "figures" / "rte-synthetic-none-lr2e-05-ep1" / "failed_runs.png").stat().st_size > 0
     assert "Failed seeds: [1, 3, 5, 7, 9]" in (tmp_path / "out" / "summary.md").read_text()
 
 
@@ -100,7 +101,7 @@ def test_bootstrap_is_reproducible_and_excludes_self_pairs(tmp_path):
         assert included == pytest.approx(distances.mean())
         repeated += int((~distinct).any())
     assert repeated > 0  # some replicates repeat a seed, so the two conventions were both exercised
-    assert first.correlation.shape == (len(HEADLINE), len(HEADLINE))
+    assert first.measures == PAPER and first.correlation.shape == (len(PAPER), len(PAPER))
     assert np.all(first.low["I_pwd"] <= first.high["I_pwd"])
 
 
@@ -120,7 +121,7 @@ def test_bootstrap_outputs_and_same_seed_same_numbers(tmp_path):
         if row["measure"] != "mean":
             assert float(row["ci_low"]) <= float(row["ci_high"])
     correlations = read_csv(tmp_path / "a" / "bootstrap_correlation.csv")
-    assert len(correlations) == len(HEADLINE) ** 2
+    assert len(correlations) == len(PAPER) ** 2
 
 
 def test_subsampling_on_identical_runs_changes_nothing(tmp_path):
@@ -128,16 +129,16 @@ def test_subsampling_on_identical_runs_changes_nothing(tmp_path):
     full = {label: np.asarray(0.0) for label in HEADLINE}
     full.update({label: np.zeros(LAYERS) for label in REPRESENTATION})
     full["mean"] = np.asarray(1.0)
-    rows, notes = subsampling(data, full, MeasureOptions(), [0.1, 0.5], 3, generator(0, data.key, "subsampling"))
-    assert not notes
-    assert {row["fraction"] for row in rows} == {0.1, 0.5}
+    rows, notes = subsampling(data, full, MeasureOptions(), [0.25, 0.5], 3, generator(0, data.key, "subsampling"))
+    assert not notes  # 10 or 20 of 40 alternating labels: both classes occur, so I_kappa is defined
+    assert {row["fraction"] for row in rows} == {0.25, 0.5}
     for row in rows:
         assert row["mean_abs_change"] == pytest.approx(0.0, abs=1e-6), row
         assert row["relative_change"] == pytest.approx(0.0, abs=1e-6) or np.isnan(row["relative_change"]), row
 
 
 def test_subsampling_moves_noisy_measures_and_reports_sizes(tmp_path):
-    planted_sweep(tmp_path / "sweep", runs=4, flips=[1, 2, 3, 4])
+    planted_sweep(tmp_path / "sweep", runs=4, flips=[2, 5, 8, 11])
     run_analysis(tmp_path / "sweep", tmp_path / "out", *ONLY["subsampling"], "subsampling.draws=3")
     rows = read_csv(tmp_path / "out" / "subsampling.csv")
     sizes = {row["fraction"]: row["examples"] for row in rows}

@@ -5,13 +5,13 @@ import csv
 import numpy as np
 import pytest
 import torch
-from conftest import GLUE_DIR
+from helpers.config import GLUE_DIR
 
 from instability.data import GlueDataModule, get_task
 from instability.data.glue import load_split, read_tsv_split, resolve_glue_dir, split_dev, subsample_train
 from instability.models.backbone import Backbone
 
-GLUE_COUNTS = {"rte": (2490, 277), "mrpc": (3668, 408), "cola": (8551, 1043)}
+GLUE_COUNTS = {"rte": (2490, 277), "mrpc": (3668, 408), "cola": (8551, 1043), "sst2": (67349, 872)}
 TEST_HALF = {"rte": 139, "mrpc": 204, "cola": 522}
 
 
@@ -29,6 +29,13 @@ def test_label_counts_match_the_data_readme():
     assert np.bincount(load_split(get_task("rte"), "dev", GLUE_DIR).labels).tolist() == [146, 131]
     assert np.bincount(load_split(get_task("mrpc"), "dev", GLUE_DIR).labels).tolist() == [129, 279]
     assert np.bincount(load_split(get_task("cola"), "dev", GLUE_DIR).labels).tolist() == [322, 721]
+    assert np.bincount(load_split(get_task("sst2"), "dev", GLUE_DIR).labels).tolist() == [428, 444]
+
+
+def test_sst2_text_is_kept_as_in_the_file():
+    sst2 = load_split(get_task("sst2"), "dev", GLUE_DIR)
+    first = (GLUE_DIR / "SST-2" / "dev.tsv").read_text(encoding="utf-8").split("\n")[1].split("\t")
+    assert sst2.texts[0][0] == first[0] and sst2.texts[0][0].endswith(" ") and sst2.labels[0] == int(first[1])
 
 
 def test_quotes_are_text_and_bom_is_stripped():
@@ -58,7 +65,7 @@ def test_dev_split_is_fixed_disjoint_and_independent_of_torch_seed():
     assert not np.array_equal(split_dev(277, split_seed=7)[1], test)
 
 
-@pytest.mark.parametrize("task", sorted(TEST_HALF))
+@pytest.mark.parametrize("task", sorted(TEST_HALF))  # the paper's tasks
 def test_test_half_sizes_match_the_paper(task):
     assert len(split_dev(GLUE_COUNTS[task][1], 42)[1]) == TEST_HALF[task]
 
@@ -91,8 +98,8 @@ def test_no_hub_and_no_local_data_says_how_to_point_at_a_folder(monkeypatch):
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(ValueError, match="cola, mrpc, rte"):
-        get_task("sst2")
+    with pytest.raises(ValueError, match="cola, mrpc, rte, sst2"):
+        get_task("mnli")
 
 
 def test_datamodule_halves_ids_and_dynamic_padding(tmp_path):

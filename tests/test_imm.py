@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig
 
-from instability.imm import LLRD, Mitigation, Mixout, ReInit, WDPre
+from instability.imm import LLRD, Mitigation, Mixout, ReInit, Standard, WDPre
 from instability.imm.mixout import MixoutLinear
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def pooler_prefix(model: nn.Module) -> str:
 
 def train_losses(model: nn.Module, steps: int = 4) -> list[float]:
     model.train()
-    optimizer = torch.optim.AdamW(Mitigation().param_groups(model, 1e-3, 0.01))
+    optimizer = torch.optim.AdamW(Standard().param_groups(model, 1e-3, 0.01))
     torch.manual_seed(1)
     losses = []
     for _ in range(steps):
@@ -103,24 +103,55 @@ def test_mixout_prepare_keeps_parameters_and_state_dict_keys():
     assert not query.target.requires_grad
 
 
-def test_mixout_draws_keep_target_with_probability_p_and_expectation_w():
-    p = 0.1
+def fine_tuned_mixout(in_features: int, out_features: int, p: float, mask: str) -> MixoutLinear:
+    """A MixoutLinear whose weight moved away from its target by a different amount (>= 0.5) per element, so a
+    draw tells which elements took the target and a wrong rescaling shows per element."""
     torch.manual_seed(0)
-    layer = MixoutLinear(nn.Linear(64, 64), p)
+    layer = MixoutLinear(nn.Linear(in_features, out_features), p, mask)
     with torch.no_grad():
-        layer.weight.add_(1.0)  # fine-tuned away from the target, so target and weight are distinguishable
-    draws = torch.stack([layer.mixed_weight() for _ in range(500)])
-    assert abs((draws == layer.target).float().mean().item() - p) < 0.005
+        layer.weight.add_(0.5 + torch.rand_like(layer.weight))
+    return layer
+
+
+@pytest.mark.parametrize("mask", ["unit", "element"])
+def test_mixout_draws_keep_target_with_probability_p_and_expectation_w(mask):
+    p = 0.1
+    layer = fine_tuned_mixout(64, 8, p, mask)
+    draws = torch.stack([layer.mixed_weight() for _ in range(4000)])
+    took_target = draws == layer.target
+    rescaled = (layer.weight - p * layer.target) / (1 - p)
+    assert torch.all(took_target | (draws == rescaled))  # every element is the target or the rescaled weight
+    assert abs(took_target.float().mean().item() - p) < 0.005
     mean = draws.mean(0)
-    assert abs((mean - layer.weight).mean().item()) < 0.005  # without rescaling this is off by p * 1.0
-    assert torch.allclose(mean, layer.weight, atol=0.1)
+    assert abs((mean - layer.weight).mean().item()) < 0.005  # without rescaling this is off by p * (w - target)
+    assert torch.allclose(mean, layer.weight, atol=0.05)
 
 
-def test_mixout_forward_train_and_eval():
+def test_mixout_mask_is_one_draw_per_input_unit():
+    """Lee et al.: every output row shares the input-unit mask, so each column of the weight takes the target
+    together; per column the draw is Bernoulli(p)."""
+    p = 0.3
+    layer = fine_tuned_mixout(200, 16, p, "unit")
+    took_target = torch.stack([layer.mixed_weight() == layer.target for _ in range(200)])  # [draws, out, in]
+    assert torch.equal(took_target, took_target[:, :1].expand_as(took_target))  # constant down each column
+    per_unit = took_target[:, 0]
+    assert per_unit.any(-1).all() and (~per_unit).any(-1).all()  # every draw mixes some units, not all
+    assert abs(per_unit.float().mean().item() - p) < 0.01
+
+
+def test_mixout_element_mask_is_mixconnect():
+    layer = fine_tuned_mixout(200, 16, 0.3, "element")
+    took_target = layer.mixed_weight() == layer.target
+    assert not torch.equal(took_target, took_target[:1].expand_as(took_target))
+    assert not torch.equal(took_target, took_target[:, :1].expand_as(took_target))
+
+
+@pytest.mark.parametrize("mask", ["unit", "element"])
+def test_mixout_forward_train_and_eval(mask):
     p = 0.3
     torch.manual_seed(0)
     plain = nn.Linear(16, 8)
-    layer = MixoutLinear(plain, p)
+    layer = MixoutLinear(plain, p, mask)
     with torch.no_grad():
         layer.weight.add_(0.5)
     x = torch.randn(5, 16)
@@ -142,10 +173,20 @@ def test_mixout_forward_train_and_eval():
     assert torch.equal(layer(x), plain(x))
 
 
+def test_mixout_mask_option_reaches_every_layer():
+    model = tiny("bert")
+    Mixout(0.1, mask="element").prepare(model)
+    assert {m.mask for m in model.modules() if isinstance(m, MixoutLinear)} == {"element"}
+    assert Mixout(0.2, mask="element").describe() == {"name": "mixout", "p": 0.2, "mask": "element"}
+    with pytest.raises(ValueError, match="mask"):
+        MixoutLinear(nn.Linear(4, 4), 0.1, "row")
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_mixout_config_overrides_turn_dropout_off(arch):
     model = tiny(arch, **Mixout().config_overrides())
-    assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == model.config.classifier_dropout == 0.0
+    config = model.config
+    assert config.hidden_dropout_prob == config.attention_probs_dropout_prob == config.classifier_dropout == 0.0
     control = tiny(arch)
     for m in (model, control):
         m.train()
@@ -281,8 +322,8 @@ def test_wd_pre_pulls_towards_pretrained_and_head_towards_zero(arch):
 @pytest.mark.parametrize(
     ("config", "cls", "description"),
     [
-        ("none", Mitigation, {"name": "none"}),
-        ("mixout", Mixout, {"name": "mixout", "p": 0.1}),
+        ("none", Standard, {"name": "none"}),
+        ("mixout", Mixout, {"name": "mixout", "p": 0.1, "mask": "unit"}),
         ("llrd", LLRD, {"name": "llrd", "eta": 0.95}),
         ("reinit", ReInit, {"name": "reinit", "num_layers": 5}),
         ("wd_pre", WDPre, {"name": "wd_pre", "coefficient": 0.01}),
@@ -298,6 +339,7 @@ def test_hydra_config_instantiates(config, cls, description):
     ("build", "option"),
     [
         (lambda: Mixout(p=1.0), "p"),
+        (lambda: Mixout(mask="neuron"), "mask"),
         (lambda: LLRD(eta=0.0), "eta"),
         (lambda: ReInit(num_layers=-1), "num_layers"),
         (lambda: WDPre(coefficient=-0.1), "coefficient"),

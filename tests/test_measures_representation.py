@@ -14,7 +14,7 @@ from instability.measures import (
     procrustes_distance,
     svcca_distance,
 )
-from instability.measures.functional.representation import _svcca_reduce
+from instability.measures.functional.representation import _kept_directions, _svcca_reduce
 
 DISTANCES = {"svcca": svcca_distance, "op": procrustes_distance, "cka": linear_cka_distance}
 
@@ -52,12 +52,19 @@ def np_cka(x, y, debiased):
     return dot / (norm_x * norm_y)
 
 
+def np_kept(s, threshold):
+    """SVCCA's k: the most top directions whose cumulative share of sum(s) is <= threshold up to rounding (a share
+    within 8 n eps above it counts as at it, so threshold 1 keeps all n), at least 1."""
+    shares = np.cumsum(s) / s.sum()
+    return max(1, int(np.sum(shares <= threshold + 8 * len(s) * np.finfo(s.dtype).eps)))
+
+
 def np_svcca(x, y, threshold=0.99):
     """The paper's recipe: SVD-reduce the uncentred view, centre, orthonormalise (QR here), svdvals of Qx^T Qy."""
     bases = []
     for z in (x, y):
         _, s, vh = np.linalg.svd(z, full_matrices=False)
-        k = max(1, int(np.sum(np.cumsum(s) / s.sum() <= threshold)))
+        k = np_kept(s, threshold)
         reduced = z @ vh[:k].T
         bases.append(np.linalg.qr(reduced - reduced.mean(0))[0])
     rho = np.linalg.svd(bases[0].T @ bases[1], compute_uv=False)
@@ -102,7 +109,7 @@ def test_svcca_with_unequal_k_close_to_n():
     """k_x != k_y, both close to N: the angles come from the complement of the larger basis; an exactly
     orthogonal direction (sine 1) must not cost sqrt(eps) accuracy."""
     x, y = gaussian(2, 60, 100), gaussian(3, 60, 100)
-    kept = [int(np.sum(np.cumsum(s) / s.sum() <= 0.99)) for s in map(np.linalg.svdvals, (x, y))]
+    kept = [np_kept(s, 0.99) for s in map(np.linalg.svdvals, (x, y))]
     assert kept[0] != kept[1] and min(kept) > 50
     assert svcca_distance(x, y).item() == pytest.approx(np_svcca(x, y), abs=1e-13)
     assert svcca_distance(y, x).item() == pytest.approx(np_svcca(x, y), abs=1e-13)
@@ -123,6 +130,22 @@ def test_svcca_threshold_is_forwarded():
     x, y = anisotropic(2, 60, 20), anisotropic(3, 60, 20)
     for threshold in (0.5, 0.9, 1.0):
         assert svcca_distance(x, y, threshold=threshold).item() == pytest.approx(np_svcca(x, y, threshold), abs=1e-12)
+    for z in (x, y):  # threshold 1 keeps all D = 20 directions, although cumsum / sum may end at 1 + eps
+        assert int(_svcca_reduce(torch.as_tensor(z)[None], 1.0, "z")[1]) == 20
+
+
+def test_svcca_kept_k_tolerates_rounding_only():
+    """A share above the threshold by rounding error (the 1 + eps that ended cumsum / sum on one machine) is at
+    the threshold; one above it by more than 8 n eps is not."""
+    shares = torch.tensor([0.5, 0.9, 1.0 + 2.0**-52], dtype=torch.float64)
+    assert int(_kept_directions(shares, 1.0)) == 3
+    assert int(_kept_directions(shares, 0.9 - 2.0**-52)) == 2
+    assert int(_kept_directions(torch.tensor([0.5, 0.9 + 1e-12, 1.0], dtype=torch.float64), 0.9)) == 1
+    assert int(_kept_directions(shares, 0.1)) == 1  # at least one direction
+    coarse = torch.tensor([0.5, 0.9, 1.0 + 2.0**-22])  # float32: rounding error; float64: a real excess
+    assert int(_kept_directions(coarse, 1.0)) == 3
+    assert int(_kept_directions(coarse.double(), 1.0)) == 2
+    assert int(_kept_directions(torch.tensor([0.5, 1.0 + 2.0**-16]), 1.0)) == 1  # float32, 16 eps = 2**-19
 
 
 def test_svcca_k_is_the_exact_svd_k_for_tiny_singular_values():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, compose_train
+from helpers.config import REPO, compose_train
 from hydra import compose, initialize_config_dir
 
 from instability.records import find_records, read_record
@@ -98,7 +98,7 @@ def test_rerun_with_another_configuration_is_refused(tmp_path):
 
 def test_rerun_with_data_elsewhere_or_display_options_resumes(tmp_path):
     """Where GLUE lies (the same folder spelt another way) and the progress bar are not part of the setting."""
-    from conftest import GLUE_DIR
+    from helpers.config import GLUE_DIR
 
     first = run(compose_train(tmp_path))
     record = read_record(tmp_path)

@@ -1,27 +1,29 @@
-"""Find run records, read them only through the record reader, group them into settings by their `setting`
-dict (never by folder names), and load one setting's outputs for the measures.
+"""Find run records, read them only through the record reader, group them into settings by their `setting_id`
+(never by folder names), and load one setting's outputs for the measures.
 
-Unusable runs are never dropped silently: each becomes a `Skipped` entry naming the run and the problem.
+Unusable runs are never dropped silently: each becomes a `Skipped` entry naming the run and the problem. Diverged
+runs (no outputs) are also kept per setting: they count as failed runs, though no distance can include them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from instability.records import CHECKPOINTS, RecordError, RunRecord, find_records, is_finite_number, read_record, setting_name
+from instability.records import CHECKPOINTS, RecordError, RunRecord, find_records, is_finite_number, read_record
+from instability.setting import display_names
+
+FLOAT_BYTES = 4  # outputs are stored and loaded as float32
 
 
 class AnalysisError(RuntimeError):
-    """The analysis cannot go on; the message says why and names the folder, setting or run."""
+    """The analysis cannot go on; the message says why and names the folder, setting, run or option."""
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,14 @@ class Skipped:
 
 @dataclass
 class SettingRuns:
-    """The readable finished runs of one training setting, in seed order."""
+    """The usable runs of one training setting in seed order, and its diverged runs (failed, without outputs)."""
 
-    key: str
-    name: str
+    key: str  # the setting_id
+    name: str  # display name among the analysed settings
     setting: dict[str, Any]
     checkpoint: str
     records: list[RunRecord]
+    diverged: list[RunRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -57,8 +60,9 @@ class SettingData:
     seeds: list[int]
     runs: list[str]
     scores: torch.Tensor  # [M] float64, the task metric of the measured checkpoint on the test half
-    failed: list[bool | None]
-    majority_baseline: float | None
+    failed: list[bool]  # per run: the measured checkpoint at or below the majority baseline
+    diverged_seeds: list[int]  # runs of the setting that diverged: failed, no outputs
+    majority_baseline: float
     gold: torch.Tensor  # [N] test-half labels
     logits: torch.Tensor  # [M, N, C] float32
     hidden: torch.Tensor  # [M, L, N, D] float32, first-token states of every layer
@@ -71,11 +75,6 @@ class SettingData:
     @property
     def num_classes(self) -> int:
         return self.logits.shape[-1]
-
-
-def setting_key(setting: dict[str, Any]) -> str:
-    """A canonical text form of a setting dict: runs with equal keys belong to one setting."""
-    return json.dumps(setting, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def record_paths(roots: Sequence[str | os.PathLike]) -> list[Path]:
@@ -93,77 +92,94 @@ def record_paths(roots: Sequence[str | os.PathLike]) -> list[Path]:
 def group_settings(
     paths: Sequence[Path],
     checkpoint: str | None = None,
+    include_stopped: bool = False,
     advance: Callable[[int], None] = lambda steps: None,
 ) -> tuple[list[SettingRuns], list[Skipped]]:
-    """Read every record and group the finished, usable ones into settings by their `setting` dict.
+    """Read every record and group the readable ones into settings by `setting_id`; name the settings with
+    `display_names` (the keys that differ among them).
 
-    `checkpoint` overrides each record's `measure_checkpoint`; `advance(1)` reports each record read.
-    A later record with a seed already seen in its setting is skipped. `AnalysisError` when no record is usable.
+    `checkpoint` overrides each record's `measure_checkpoint`; runs that stopped before their planned steps are
+    skipped unless `include_stopped`; a later record with a seed already seen in its setting is skipped.
+    `advance(1)` reports each record read. `AnalysisError` when no record is usable.
     """
     if checkpoint is not None and checkpoint not in CHECKPOINTS:
         raise AnalysisError(f"checkpoint must be one of {CHECKPOINTS} or null, not {checkpoint!r}")
     groups: dict[str, list[RunRecord]] = {}
     skipped: list[Skipped] = []
     for path in paths:
-        record, problem = _usable(path, checkpoint)
+        try:
+            record = read_record(path)
+            groups.setdefault(record.setting_id, []).append(record)
+        except RecordError as error:
+            skipped.append(Skipped(str(path.parent), str(error)))
         advance(1)
-        if problem is not None:
-            skipped.append(problem)
-        else:
-            groups.setdefault(setting_key(record.setting), []).append(record)
-    if not groups:
+    keys = list(groups)
+    names = dict(zip(keys, display_names([groups[key][0].setting for key in keys])))
+    settings = []
+    for key in sorted(keys, key=names.get):
+        runs = SettingRuns(key, names[key], groups[key][0].setting, checkpoint or groups[key][0].measure_checkpoint,
+                           [])
+        seen: dict[int, RunRecord] = {}
+        for record in sorted(groups[key], key=lambda r: (r.seed, str(r.path))):
+            if record.seed in seen:
+                problem = f"seed {record.seed} appears twice in its setting (also {seen[record.seed].name}); " \
+                          "the first is kept"
+            else:
+                seen[record.seed] = record
+                problem = _problem(record, runs.checkpoint, include_stopped)
+                if record.status == "diverged":
+                    runs.diverged.append(record)
+            if problem is None:
+                runs.records.append(record)
+            else:
+                skipped.append(Skipped(record.name, problem, runs.name, record.seed))
+        settings.append(runs)
+    if not any(runs.records for runs in settings):
         reasons = "; ".join(f"{s.run}: {s.reason}" for s in skipped[:5])
         more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
         raise AnalysisError(f"no finished, usable run record among {len(paths)} found: {reasons}{more}")
-    names = _unique_names({key: records[0].setting for key, records in groups.items()})
-    settings = []
-    for key in sorted(groups, key=names.get):
-        records = sorted(groups[key], key=lambda r: (r.seed, str(r.path)))
-        kept: dict[int, RunRecord] = {}
-        for record in records:
-            if record.seed in kept:
-                skipped.append(Skipped(record.name, f"seed {record.seed} appears twice in setting {names[key]} "
-                                       f"(also {kept[record.seed].name}); the first is kept", names[key], record.seed))
-            else:
-                kept[record.seed] = record
-        settings.append(SettingRuns(key, names[key], records[0].setting, _checkpoint(records[0], checkpoint),
-                                    list(kept.values())))
     return settings, skipped
 
 
-def _checkpoint(record: RunRecord, override: str | None) -> str:
-    return override or record.meta.get("measure_checkpoint") or record.setting.get("measure_checkpoint", "best")
-
-
-def _usable(path: Path, checkpoint: str | None) -> tuple[RunRecord | None, Skipped | None]:
-    """The record at `path`, or why it cannot be used (unreadable, diverged, no score)."""
+def _problem(record: RunRecord, checkpoint: str, include_stopped: bool) -> str | None:
+    """Why `record` cannot be measured at `checkpoint`, or None."""
+    if record.status == "diverged":
+        return "run diverged (no outputs to measure; counted as a failed run)"
+    if record.status == "stopped" and not include_stopped:
+        steps = record.meta.get("steps")
+        return ("run stopped before its planned steps" + (f" ({steps})" if steps else "")
+                + "; include_stopped=true includes it")
     try:
-        record = read_record(path)
+        value = record.score(checkpoint, "test")
     except RecordError as error:
-        return None, Skipped(str(path.parent), str(error))
-    if not record.finished:
-        return None, Skipped(record.name, f"run {record.status} (no outputs to measure)", setting_name(record.setting),
-                             record.seed)
-    chosen = _checkpoint(record, checkpoint)
-    if chosen not in CHECKPOINTS:
-        return None, Skipped(record.name, f"unknown measure_checkpoint {chosen!r}", setting_name(record.setting),
-                             record.seed)
-    try:
-        value = record.score(chosen, "test")
-    except RecordError as error:
-        return None, Skipped(record.name, str(error), setting_name(record.setting), record.seed)
+        return str(error)
     if not is_finite_number(value):
-        return None, Skipped(record.name, f"test {record.meta['metric']} of the {chosen} checkpoint is {value}",
-                             setting_name(record.setting), record.seed)
-    return record, None
+        return f"test {record.meta['metric']} of the {checkpoint} checkpoint is {value}"
+    return None
 
 
-def _unique_names(settings: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Readable setting names; settings that share one get a short hash of their key appended."""
-    names = {key: setting_name(setting) for key, setting in settings.items()}
-    counts = Counter(names.values())
-    return {key: name if counts[name] == 1 else f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
-            for key, name in names.items()}
+def hidden_bytes(record: RunRecord, checkpoint: str) -> int:
+    """Bytes of one run's hidden states [L, N, D] as its record states them (nothing is read)."""
+    layers, examples, dim = record.shapes[f"{checkpoint}/hidden"]
+    return layers * examples * dim * FLOAT_BYTES
+
+
+def check_memory(settings: Sequence[SettingRuns], max_gib: float | None) -> None:
+    """`AnalysisError`, naming the setting and its largest run, when loading one setting's hidden states (one
+    setting is in memory at a time) would exceed `max_gib` GiB by the shapes the records state."""
+    if max_gib is None:
+        return
+    for runs in settings:
+        if not runs.records:
+            continue
+        sizes = [hidden_bytes(record, runs.checkpoint) for record in runs.records]
+        if sum(sizes) > max_gib * 2**30:
+            largest = runs.records[sizes.index(max(sizes))]
+            shape = list(largest.shapes[f"{runs.checkpoint}/hidden"])
+            raise AnalysisError(
+                f"setting {runs.name}: its {len(sizes)} runs' hidden states need {sum(sizes) / 2**30:.2f} GiB, over "
+                f"memory.max_gib={max_gib:g} (largest: run {largest.name}, hidden states {shape} = "
+                f"{max(sizes) / 2**30:.2f} GiB); raise memory.max_gib, or check that record's shapes")
 
 
 def load_setting(
@@ -214,8 +230,9 @@ def load_setting(
         seeds=[record.seed for record in records],
         runs=[record.name for record in records],
         scores=torch.tensor([record.score(runs.checkpoint, "test") for record in records], dtype=torch.float64),
-        failed=[record.failed for record in records],
-        majority_baseline=records[0].meta.get("majority_baseline"),
+        failed=[record.failed(runs.checkpoint) for record in records],
+        diverged_seeds=[record.seed for record in runs.diverged],
+        majority_baseline=records[0].majority_baseline,
         gold=kept[0][2],
         logits=torch.stack([logits.float() for *_, logits in kept]),
         hidden=hidden[: len(kept)],

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from instability.analysis.compute import HEADLINE, REPRESENTATION  # noqa: E402
+from instability.analysis.setting_measures import HEADLINE, REPRESENTATION  # noqa: E402
 from instability.analysis.consistency import Benchmark  # noqa: E402
 from instability.analysis.results import SettingResult  # noqa: E402
 
@@ -41,15 +41,14 @@ def scores(result: SettingResult) -> Figure:
     """The per-seed task metric, its mean, and the majority-class baseline; failed runs marked."""
     figure, axis = plt.subplots(figsize=(max(4.8, 0.35 * len(result.seeds) + 2), 4))
     positions = np.arange(len(result.seeds))
-    failed = np.array([flag is True for flag in result.failed])
+    failed = np.array(result.failed, dtype=bool)
     axis.scatter(positions[~failed], result.scores[~failed], label="successful run", color="tab:blue")
     if failed.any():
-        axis.scatter(positions[failed], result.scores[failed], label="failed run (record's flag)", color="tab:red",
+        axis.scatter(positions[failed], result.scores[failed], label=f"failed run ({result.checkpoint} checkpoint)", color="tab:red",
                      marker="x")
     mean, sd = float(result.values["mean"]), float(result.values["SD"])
     axis.axhline(mean, color="black", label=f"mean {mean:.4f} (SD {sd:.4f})")
-    if result.majority_baseline is not None:
-        axis.axhline(result.majority_baseline, color="gray", linestyle="--", label="majority-class baseline")
+    axis.axhline(result.majority_baseline, color="gray", linestyle="--", label="majority-class baseline")
     axis.set_xticks(positions, [str(seed) for seed in result.seeds])
     axis.set(title=f"Test-half {result.metric} per seed\n{result.name} ({result.checkpoint} checkpoint)",
              xlabel="seed", ylabel=result.metric)
@@ -73,10 +72,11 @@ def distance_matrix(result: SettingResult) -> Figure:
     return figure
 
 
-def failed_runs(result: SettingResult, alpha: float) -> Figure:
+def failed_runs(result: SettingResult) -> Figure:
     """Within-group mean distance per layer for the failed and the successful runs (groups named from the data);
     layers where the permutation test gives p < alpha are marked."""
     outcome = result.failed_runs
+    alpha = outcome.alpha
     groups = {True: (outcome.failed_seeds, outcome.failed_mean, "tab:red"),
               False: (outcome.successful_seeds, outcome.successful_mean, "tab:blue")}
     figure, axes = plt.subplots(1, len(REPRESENTATION), figsize=(4.6 * len(REPRESENTATION), 4.2), sharex=True)
@@ -94,7 +94,8 @@ def failed_runs(result: SettingResult, alpha: float) -> Figure:
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
-    figure.suptitle(f"Failed vs successful runs: {result.name}")
+    diverged = f", {len(outcome.diverged_seeds)} diverged runs counted as failed" if outcome.diverged_seeds else ""
+    figure.suptitle(f"Failed vs successful runs ({outcome.checkpoint} checkpoint{diverged}): {result.name}")
     figure.tight_layout()
     return figure
 
@@ -136,7 +137,7 @@ def heatmap(matrix: np.ndarray, labels: Sequence[str], title: str, colorbar: str
 
 def bootstrap_correlation(result: SettingResult) -> Figure:
     boot = result.bootstrap
-    return heatmap(boot.correlation, HEADLINE,
+    return heatmap(boot.correlation, boot.measures,
                    f"Correlation of the measures over {boot.used} bootstrap replicates\n{result.name}", "Pearson r")
 
 
@@ -148,7 +149,7 @@ def benchmark(outcome: Benchmark) -> Figure:
 def sd_vs_agreement(group: str, points: Sequence[dict], r: float, p: float) -> Figure:
     """Each (setting, measure) point: the setting's SD against the measure's z-scored agreement."""
     figure, axis = plt.subplots(figsize=(6.4, 4.4))
-    for label in HEADLINE:
+    for label in dict.fromkeys(point["measure"] for point in points):
         mine = [point for point in points if point["measure"] == label]
         axis.scatter([x["sd"] for x in mine], [x["z_agreement"] for x in mine], marker=MARKERS[label], label=label)
     axis.set(title=f"SD vs agreement of the measures: {group}\nPearson r = {r:.3f}, p = {p:.3g}",

@@ -1,4 +1,7 @@
-"""What one analysis found, per setting and across settings: plain numbers, no tensors, ready for the reports."""
+"""What one analysis found, per setting and across settings: plain numbers, no tensors, ready for the reports.
+
+An analysis that did not run is None; the reports decide what to write from these results alone.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import numpy as np
 
 from instability.analysis.consistency import Benchmark
 from instability.analysis.loading import Skipped
+from instability.analysis.setting_measures import MeasureOptions
 from instability.analysis.validity import Bootstrap, FailedRuns
 
 
@@ -18,14 +22,16 @@ class SettingResult:
     """The measures and validity analyses of one setting."""
 
     name: str
+    setting_id: str
     setting: dict[str, Any]
     checkpoint: str
     metric: str
     seeds: list[int]
     runs: list[str]
     scores: np.ndarray  # [M]
-    failed: list[bool | None]
-    majority_baseline: float | None
+    failed: list[bool]  # the measured checkpoint's failure flags
+    diverged_seeds: list[int]  # failed runs without outputs, left out of every measure
+    majority_baseline: float
     num_examples: int
     num_layers: int
     hidden_size: int
@@ -35,10 +41,21 @@ class SettingResult:
     trend: list[dict] | None = None
     agreement: list[dict] | None = None
     failed_runs: FailedRuns | None = None
-    failed_note: str | None = None
+    failed_note: str | None = None  # why the failed-run comparison ran but could not compare (None: it did or was off)
     subsampling: list[dict] | None = None
     bootstrap: Bootstrap | None = None
     figures: dict[str, str] = field(default_factory=dict)  # kind -> path relative to the output folder
+
+
+@dataclass
+class SdVsAgreement:
+    """SD vs agreement across settings: one row per group, one per (group, setting, measure) point."""
+
+    results: list[dict]
+    points: list[dict]
+    group_by: list[str]
+    same_lr: bool
+    sd_seeds_below: int | None
 
 
 @dataclass
@@ -49,11 +66,13 @@ class SweepResult:
     out_dir: Path
     settings: list[SettingResult]
     skipped: list[Skipped]
-    config: dict[str, Any]
-    benchmarks: list[Benchmark] = field(default_factory=list)
+    config: dict[str, Any]  # as given, for the manifest and the W&B run
+    options: MeasureOptions
+    seed: int
+    benchmarks: list[Benchmark] | None = None
+    benchmark_group_by: list[str] = field(default_factory=list)
     ranks: list[dict] = field(default_factory=list)
-    sd_points: list[dict] = field(default_factory=list)
-    sd_results: list[dict] = field(default_factory=list)
+    sd_vs_agreement: SdVsAgreement | None = None
     notes: list[str] = field(default_factory=list)
     figures: dict[str, str] = field(default_factory=dict)  # cross-setting figures: name -> relative path
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, summed over settings

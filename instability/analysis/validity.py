@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from instability.analysis.compute import (
+from instability.analysis.setting_measures import (
     ALL,
-    HEADLINE,
+    PAPER,
     REPRESENTATION,
     MeasureOptions,
     PairMatrices,
@@ -84,14 +84,18 @@ def layer_trend(values: dict[str, np.ndarray]) -> tuple[list[dict], list[dict]]:
 
 @dataclass
 class FailedRuns:
-    """Within-group mean distances per layer for failed and successful runs, and permutation p-values."""
+    """Within-group mean distances per layer for failed and successful runs, and permutation p-values.
+    Diverged runs count as failed but have no outputs, so they are counted, never in a mean."""
 
+    checkpoint: str  # whose failure flags split the runs: the measured checkpoint
     failed_seeds: list[int]
     successful_seeds: list[int]
+    diverged_seeds: list[int]
     failed_mean: dict[str, np.ndarray]  # per measure [L]
     successful_mean: dict[str, np.ndarray]
     p_value: dict[str, np.ndarray]
     permutations: int
+    alpha: float  # layers with p < alpha are marked in the figure and counted in the summary
 
     def rows(self) -> list[dict]:
         rows = []
@@ -100,25 +104,29 @@ class FailedRuns:
             for layer, (f, s, p) in enumerate(curves):
                 rows.append({"measure": label, "layer": layer + 1, "failed_mean": float(f), "successful_mean": float(s),
                              "difference": float(f - s), "p_value": float(p), "n_failed": len(self.failed_seeds),
-                             "n_successful": len(self.successful_seeds), "permutations": self.permutations})
+                             "n_diverged": len(self.diverged_seeds), "n_successful": len(self.successful_seeds),
+                             "checkpoint": self.checkpoint, "permutations": self.permutations})
         return rows
 
 
-def failed_groups(failed: Sequence[bool | None], min_per_group: int) -> tuple[list[int], list[int], str | None]:
-    """Positions of failed and successful runs (by the record's `failed` field), or why the comparison is off."""
-    failed_at = [i for i, flag in enumerate(failed) if flag is True]
-    successful_at = [i for i, flag in enumerate(failed) if flag is False]
-    unknown = len(failed) - len(failed_at) - len(successful_at)
+def failed_groups(
+    failed: Sequence[bool], diverged: int, min_per_group: int,
+) -> tuple[list[int], list[int], str | None]:
+    """Positions of the failed and the successful runs with outputs (by the measured checkpoint's failure flag),
+    or why the comparison is off; `diverged` runs are failed too but cannot enter a distance mean."""
+    failed_at = [i for i, flag in enumerate(failed) if flag]
+    successful_at = [i for i, flag in enumerate(failed) if not flag]
     if len(failed_at) < min_per_group or len(successful_at) < min_per_group:
-        extra = f", {unknown} without a failed flag" if unknown else ""
-        return failed_at, successful_at, (f"{len(failed_at)} failed and {len(successful_at)} successful run(s){extra}; "
-                                          f"the comparison needs at least {min_per_group} of each")
+        extra = f" (and {diverged} diverged, failed without outputs)" if diverged else ""
+        return failed_at, successful_at, (f"{len(failed_at)} failed{extra} and {len(successful_at)} successful "
+                                          f"run(s) with outputs; the comparison needs at least {min_per_group} of each")
     return failed_at, successful_at, None
 
 
 def failed_vs_successful(
     pairs: PairMatrices, seeds: Sequence[int], failed_at: list[int], successful_at: list[int],
-    permutations: int, rng: np.random.Generator,
+    permutations: int, rng: np.random.Generator, checkpoint: str = "final", diverged_seeds: Sequence[int] = (),
+    alpha: float = 0.05,
 ) -> FailedRuns:
     """Per layer and representation measure: mean distance over failed-failed and over successful-successful
     pairs (cross pairs dropped), and a permutation test of their difference (runs shuffled between the groups,
@@ -142,8 +150,8 @@ def failed_vs_successful(
             exceed += np.abs(pf - ps) >= observed - 1e-12
         failed_mean[label], successful_mean[label] = f, s
         p_value[label] = np.where(np.isfinite(observed), (1 + exceed) / (1 + permutations), np.nan)
-    return FailedRuns([seeds[i] for i in failed_at], [seeds[i] for i in successful_at], failed_mean, successful_mean,
-                      p_value, permutations)
+    return FailedRuns(checkpoint, [seeds[i] for i in failed_at], [seeds[i] for i in successful_at],
+                      list(diverged_seeds), failed_mean, successful_mean, p_value, permutations, alpha)
 
 
 # --- sub-sampling of the test half ----------------------------------------------------------------------------
@@ -203,42 +211,51 @@ def _relative(change: float, reference: float) -> float:
 
 @dataclass
 class Bootstrap:
-    """Measures on resamples of the seeds, their percentile intervals and their correlation matrix."""
+    """Measures on resamples of the seeds, their percentile intervals and the correlation matrix of `measures`."""
 
-    indices: np.ndarray  # [B, M] model positions of each replicate
+    indices: np.ndarray  # [B, m] model positions of each replicate
     samples: dict[str, np.ndarray]  # per measure [B] or [B, L]
     low: dict[str, np.ndarray]
     high: dict[str, np.ndarray]
-    correlation: np.ndarray  # [K, K] over HEADLINE, across the replicates where all are defined
+    measures: tuple[str, ...]  # those correlated (representation ones at the last layer)
+    correlation: np.ndarray  # [K, K] over `measures`, across the replicates where all are defined
     used: int  # replicates in the correlation
     keep_self_pairs: bool
     confidence: float
+    seeds: list[int]  # the seeds resampled
 
     def rows(self) -> list[dict]:
-        rows = []
-        for a, first in enumerate(HEADLINE):
-            for b, second in enumerate(HEADLINE):
-                rows.append({"measure_a": first, "measure_b": second, "pearson_r": float(self.correlation[a, b]),
-                             "replicates": self.used})
-        return rows
+        return [{"measure_a": first, "measure_b": second, "pearson_r": float(self.correlation[a, b]),
+                 "replicates": self.used} for a, first in enumerate(self.measures)
+                for b, second in enumerate(self.measures)]
 
     def agreement(self) -> dict[str, float]:
-        """Each headline measure's mean correlation with the others (SPEC: SD vs agreement)."""
+        """Each measure's mean correlation with the others (SPEC: SD vs agreement). The released notebook's mean
+        also counts the diagonal's 1, an affine change ((K-1) a + 1) / K that z-scoring across settings removes."""
         corr = self.correlation.copy()
         np.fill_diagonal(corr, np.nan)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return {label: float(np.nanmean(corr[k])) for k, label in enumerate(HEADLINE)}
+            return {label: float(np.nanmean(corr[k])) for k, label in enumerate(self.measures)}
+
+
+def resampled_positions(seeds: Sequence[int], seeds_below: int | None) -> np.ndarray:
+    """Positions of the runs a bootstrap resamples: all, or those with seed < `seeds_below` (the notebook: 10)."""
+    positions = np.arange(len(seeds))
+    return positions if seeds_below is None else positions[np.asarray(seeds) < seeds_below]
 
 
 def bootstrap(
     data: SettingData, pairs: PairMatrices, options: MeasureOptions, replicates: int, keep_self_pairs: bool,
-    confidence: float, rng: np.random.Generator,
+    confidence: float, rng: np.random.Generator, measures: Sequence[str] = PAPER, seeds_below: int | None = None,
 ) -> Bootstrap:
-    """`replicates` resamples of the M seeds with replacement; every measure per replicate from the pair
-    matrices (self-pairs of a repeated seed dropped unless `keep_self_pairs`); percentile intervals."""
-    num_models = data.scores.numel()
-    indices = rng.integers(0, num_models, size=(replicates, num_models))
+    """`replicates` resamples with replacement of the runs (all, or those with seed < `seeds_below`); every
+    measure per replicate from the pair matrices, one self-pair convention for all (setting_measures' doc);
+    percentile intervals; Pearson correlation of `measures` across the replicates."""
+    pool = resampled_positions(data.seeds, seeds_below)
+    if pool.size < 2:
+        raise ValueError(f"{pool.size} run(s) with seed < {seeds_below}; a bootstrap needs at least 2")
+    indices = rng.choice(pool, size=(replicates, pool.size), replace=True)
     predictions = data.predictions
     collected: dict[str, list[np.ndarray]] = {label: [] for label in ALL}
     for index in indices:
@@ -254,10 +271,11 @@ def bootstrap(
         for label, sample in samples.items():
             low[label] = np.nanpercentile(sample, tail, axis=0)
             high[label] = np.nanpercentile(sample, 100 - tail, axis=0)
-    table = np.stack([samples[label] if samples[label].ndim == 1 else samples[label][:, -1] for label in HEADLINE], 1)
+    table = np.stack([samples[label] if samples[label].ndim == 1 else samples[label][:, -1] for label in measures], 1)
     table = table[np.isfinite(table).all(1)]
-    corr = np.full((len(HEADLINE),) * 2, np.nan)
+    corr = np.full((len(measures),) * 2, np.nan)
     if len(table) >= 3:
         varying = np.array([not flat(column) for column in table.T])
         corr[np.ix_(varying, varying)] = np.atleast_2d(np.corrcoef(table[:, varying], rowvar=False))
-    return Bootstrap(indices, samples, low, high, corr, len(table), keep_self_pairs, confidence)
+    return Bootstrap(indices, samples, low, high, tuple(measures), corr, len(table), keep_self_pairs, confidence,
+                     [data.seeds[i] for i in pool])

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from instability.analysis.compute import headline
+from instability.analysis.setting_measures import headline
 from instability.analysis.loading import SettingRuns
 from instability.analysis.results import SweepResult
 

@@ -14,16 +14,19 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from instability.data.authors_split import authors_split
 from instability.data.glue import Split, get_task, load_split, majority_class, resolve_glue_dir, split_dev, subsample_train
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("INSTABILITY_CACHE", Path.home() / ".cache" / "instability"))
+SPLITS = ("seeded", "authors")
 
 
 class GlueDataModule(pl.LightningDataModule):
     """Train set (optionally a fixed random subset), validation half and test half of a GLUE dev set.
 
-    The dev split depends on `split_seed` only and the train subset on `train_subset_seed` only, so all
-    training seeds of a sweep see the same data.
+    The dev split depends on `split_seed` only (or, with `split="authors"`, is the paper authors' split; see
+    `authors_split`) and the train subset on `train_subset_seed` only, so all training seeds of a sweep see the
+    same data. `batch_size` is the global training batch: under DDP each process loads batch_size / world size.
     """
 
     def __init__(
@@ -39,9 +42,13 @@ class GlueDataModule(pl.LightningDataModule):
         max_length: int = 128,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        split: str = "seeded",
+        split_model: str | None = None,
+        check_rows: bool = True,
     ) -> None:
         super().__init__()
         self.task = get_task(task)
+        _check_options(self.task.text_columns, tokenizer, split, train_size, batch_size, eval_batch_size, max_length)
         self.tokenizer = tokenizer
         self.glue_dir = glue_dir
         self.split_seed = split_seed
@@ -51,6 +58,9 @@ class GlueDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.max_length = max_length
         self.num_workers = num_workers
+        self.split = split
+        self.split_model = split_model
+        self.check_rows = check_rows
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
         self.collate = DataCollatorWithPadding(tokenizer)
         self.splits: dict[str, Split] = {}
@@ -61,8 +71,14 @@ class GlueDataModule(pl.LightningDataModule):
         if self.encoded:
             return
         glue_dir = resolve_glue_dir(self.glue_dir)
-        train, dev = (load_split(self.task, name, glue_dir) for name in ("train", "dev"))
-        val_pos, test_pos = split_dev(len(dev), self.split_seed)
+        train, dev = (load_split(self.task, name, glue_dir, self.check_rows) for name in ("train", "dev"))
+        if len(dev) < 2:
+            source = glue_dir / self.task.folder / "dev.tsv" if glue_dir else f"the hub's {self.task.name} dev set"
+            raise ValueError(f"{source}: {len(dev)} row(s); splitting dev into two halves needs at least 2")
+        if self.split == "authors":
+            val_pos, test_pos = authors_split(self.task.name, dev.labels, self.split_model)
+        else:
+            val_pos, test_pos = split_dev(len(dev), self.split_seed)
         self.splits = {
             "train": train.subset(subsample_train(len(train), self.train_size, self.train_subset_seed)),
             "val": dev.subset(val_pos),
@@ -92,10 +108,26 @@ class GlueDataModule(pl.LightningDataModule):
         digest.update(json.dumps(self.tokenizer.init_kwargs.get("do_lower_case")).encode())
         return digest.hexdigest()[:16]
 
+    @property
+    def world_size(self) -> int:
+        """Processes that share the training batch: the attached trainer's world size, else 1."""
+        return int(self.trainer.world_size) if self.trainer is not None else 1
+
+    @property
+    def per_device_batch_size(self) -> int:
+        """The training batch of each process: the global `batch_size` split evenly over the world size."""
+        world = self.world_size
+        if self.batch_size % world:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is the global batch and must divide evenly over the "
+                f"{world} training processes (world size {world}); choose a multiple of {world}"
+            )
+        return self.batch_size // world
+
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         return DataLoader(
             self.encoded[name],
-            batch_size=self.batch_size if name == "train" else self.eval_batch_size,
+            batch_size=self.per_device_batch_size if name == "train" else self.eval_batch_size,
             shuffle=shuffle,
             collate_fn=self.collate,
             num_workers=self.num_workers,
@@ -114,8 +146,12 @@ class GlueDataModule(pl.LightningDataModule):
 
     @property
     def majority_label(self) -> int:
-        """The majority class of the training data: the baseline a failed run does not beat."""
+        """The majority class of the training data (see `majority_label_of` for a half's own)."""
         return majority_class(self.splits["train"].labels)
+
+    def majority_label_of(self, name: str) -> int:
+        """The majority class of a split's own labels: the failed-run baseline of the half being scored."""
+        return majority_class(self.labels(name))
 
     def ids(self, name: str) -> np.ndarray:
         """Example ids (row positions in the GLUE file) of a split, in loader order."""
@@ -124,3 +160,25 @@ class GlueDataModule(pl.LightningDataModule):
     def labels(self, name: str) -> np.ndarray:
         """Gold labels of a split, in loader order."""
         return self.splits[name].labels
+
+
+def _check_options(
+    text_columns: tuple, tokenizer: PreTrainedTokenizerBase, split: str, train_size: int | None,
+    batch_size: int, eval_batch_size: int, max_length: int,
+) -> None:
+    """Reject option values that would fail later or, worse, run with another setting than the record says."""
+    if split not in SPLITS:
+        raise ValueError(f"data.split={split!r}: choose one of {', '.join(SPLITS)}")
+    for option, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("train_size", train_size)):
+        if value is not None and value <= 0:
+            raise ValueError(f"data.{option}={value} must be a positive number of examples")
+    # Below the special-token count the tokenizer skips truncation altogether (with only a warning); at it, an
+    # example keeps no text. So every text field must keep at least one token besides the special tokens.
+    num_texts = len(text_columns)
+    special = tokenizer.num_special_tokens_to_add(pair=num_texts == 2)
+    if max_length < special + num_texts:
+        raise ValueError(
+            f"data.max_length={max_length} is too short: the tokenizer adds {special} special tokens to each "
+            f"example and each of its {num_texts} text(s) needs at least one token, so it must be at least "
+            f"{special + num_texts} (below {special} truncation is silently skipped)"
+        )

@@ -1,4 +1,4 @@
-"""GLUE RTE, MRPC and CoLA: read the official TSV layout or the hub copy, and split dev in two halves.
+"""GLUE RTE, MRPC, CoLA and SST-2: read the official TSV layout or the hub copy, and split dev in two halves.
 
 The dev set is split once, with a split seed that does not depend on the training seed, into a
 validation half (model selection) and a test half (every instability measure is computed on it).
@@ -29,11 +29,11 @@ class TaskSpec:
     has_header: bool
     hub_text_fields: tuple[str, ...]
     metrics: tuple[str, ...]  # on a 0-1 scale; the first is the task metric (model selection, SD, failed runs)
-    expected_rows: dict[str, int]
+    expected_rows: dict[str, int]  # the official GLUE data rows per split (checked on load, see load_split)
 
     @property
     def metric(self) -> str:
-        """The task metric: accuracy (RTE), F1 of the positive class (MRPC), Matthews correlation (CoLA)."""
+        """The task metric: accuracy (RTE, SST-2), F1 of the positive class (MRPC), Matthews correlation (CoLA)."""
         return self.metrics[0]
 
 
@@ -70,6 +70,17 @@ TASKS: dict[str, TaskSpec] = {
         hub_text_fields=("sentence",),
         metrics=("mcc",),
         expected_rows={"train": 8551, "dev": 1043},
+    ),
+    "sst2": TaskSpec(
+        name="sst2",
+        folder="SST-2",
+        text_columns=("sentence",),  # kept as in the file (and the hub): train/dev sentences end with a space
+        label_column="label",
+        label_map={"0": 0, "1": 1},
+        has_header=True,
+        hub_text_fields=("sentence",),
+        metrics=("accuracy",),
+        expected_rows={"train": 67349, "dev": 872},
     ),
 }
 
@@ -120,7 +131,9 @@ def read_tsv_split(task: TaskSpec, path: Path) -> Split:
         )
     with path.open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    header = rows.pop(0) if task.has_header else None
+    header = rows.pop(0) if task.has_header and rows else None
+    if not rows:
+        raise ValueError(f"{path}: no data rows (an empty or header-only file); expected the GLUE {task.name} data")
     text_idx = [_column_index(header, c, path) for c in task.text_columns]
     label_idx = _column_index(header, task.label_column, path)
     width = max(text_idx + [label_idx]) + 1
@@ -146,16 +159,30 @@ def resolve_glue_dir(glue_dir: str | os.PathLike | None) -> Path | None:
     if not path.is_dir():
         raise FileNotFoundError(
             f"GLUE folder not found: {path} (from {'data.glue_dir' if glue_dir else GLUE_DIR_ENV}). "
-            "It must hold RTE/, MRPC/ and CoLA/ with train.tsv and dev.tsv in the official GLUE layout."
+            "It must hold RTE/, MRPC/, CoLA/ (and SST-2/) with train.tsv and dev.tsv in the official GLUE layout."
         )
     return path
 
 
-def load_split(task: TaskSpec, split: str, glue_dir: Path | None) -> Split:
-    """Train or dev split of a task, from the local folder if one is set, else from the hub."""
+def load_split(task: TaskSpec, split: str, glue_dir: Path | None, check_rows: bool = True) -> Split:
+    """Train or dev split of a task, from the local folder if one is set, else from the hub.
+
+    With `check_rows` the number of rows must be the official GLUE count: a file cut at a line boundary
+    parses cleanly and would otherwise shrink the data (and change the dev halves) without a word.
+    """
     if glue_dir is not None:
-        return read_tsv_split(task, glue_dir / task.folder / f"{split}.tsv")
-    return _load_hub_split(task, split)
+        source = glue_dir / task.folder / f"{split}.tsv"
+        data = read_tsv_split(task, source)
+    else:
+        source = f"the hub's {HUB_DATASET} {task.name} {split}"
+        data = _load_hub_split(task, split)
+    expected = task.expected_rows[split]
+    if check_rows and len(data) != expected:
+        raise ValueError(
+            f"{source}: {len(data)} data rows, but the official GLUE {task.name} {split} set has {expected}. "
+            "Replace it with the official file; for deliberately modified data set data.check_rows=false"
+        )
+    return data
 
 
 def _load_hub_split(task: TaskSpec, split: str) -> Split:

@@ -29,15 +29,11 @@ def split_decay(named: Iterable[tuple[str, nn.Parameter]], lr: float, weight_dec
     return [group for group in groups if group["params"]]
 
 
-def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The transformer layers of a Hugging Face encoder model (BERT, RoBERTa, MiniLM), bottom layer first."""
-    return model.base_model.encoder.layer
-
-
 class Mitigation:
-    """Standard fine-tuning: no mitigation. Subclasses override the hooks they need."""
+    """A mitigation method's hooks; each default leaves standard fine-tuning as it is. Subclasses override the
+    hooks they need and set `name`."""
 
-    name: str = "none"
+    name: str
 
     def config_overrides(self) -> dict[str, Any]:
         """Changes to the Hugging Face model config before the model is built (e.g. dropout off)."""
@@ -48,11 +44,7 @@ class Mitigation:
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: decay on weights, none on biases and LayerNorm."""
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        return [
-            {"params": [p for n, p in named if not is_no_decay(n)], "lr": lr, "weight_decay": weight_decay},
-            {"params": [p for n, p in named if is_no_decay(n)], "lr": lr, "weight_decay": 0.0},
-        ]
+        return split_decay(model.named_parameters(), lr, weight_decay)
 
     @torch.no_grad()
     def before_optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -61,3 +53,9 @@ class Mitigation:
     def describe(self) -> dict[str, Any]:
         """Name and parameters, for the run record and the W&B group."""
         return {"name": self.name}
+
+
+class Standard(Mitigation):
+    """Standard fine-tuning: no mitigation."""
+
+    name = "none"

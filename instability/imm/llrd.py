@@ -6,7 +6,8 @@ from typing import Any
 
 from torch import nn
 
-from instability.imm.base import Mitigation, encoder_layers, split_decay
+from instability.imm.base import Mitigation, split_decay
+from instability.models.layers import encoder_layers
 
 
 class LLRD(Mitigation):

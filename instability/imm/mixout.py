@@ -1,10 +1,13 @@
-"""Mixout (Lee et al. 2020): during training every linear weight element is swapped, with probability p,
-for its value at load time (the target), then rescaled so that the expected weight is the current one.
+"""Mixout (Lee et al. 2020): during training each linear layer's weight is mixed with its value at load time (the
+target): with probability p an *input unit* takes its target weights (one Bernoulli per input feature, shared by
+every output row, so all weights leaving that unit are swapped together), and the result is rescaled so that the
+expected weight is the current one.
 
-As in the authors' reference code (github.com/bloodwass/mixout), only weights are mixed; biases are used as they
-are. Two deliberate differences from that code: the mask is drawn per weight element (the reference draws one
-row of the mask and repeats it for every output unit), and the gradient is autograd's exact derivative of the
-mixed weight, mask / (1 - p) (the reference drops the 1 / (1 - p) factor, which AdamW is insensitive to).
+As in the authors' reference code (github.com/bloodwass/mixout, also copied by Du & Nguyen), the mask is drawn per
+input unit and only weights are mixed; biases are used as they are. ``mask="element"`` draws one Bernoulli per
+weight element instead: that is "mixconnect", a different method, offered only as an explicit option. One
+deliberate difference from the reference: the gradient is autograd's exact derivative of the mixed weight,
+mask / (1 - p) (the reference drops the 1 / (1 - p) factor, which AdamW is insensitive to).
 """
 
 from __future__ import annotations
@@ -17,14 +20,25 @@ from torch import nn
 
 from instability.imm.base import Mitigation
 
+MASKS = ("unit", "element")  # per input unit (Mixout), per weight element (mixconnect)
+
+
+def check_options(p: float, mask: str) -> None:
+    """Reject a mix probability outside [0, 1) and an unknown mask kind."""
+    if not 0 <= p < 1:
+        raise ValueError(f"mixout option p must be in [0, 1), got {p}")
+    if mask not in MASKS:
+        raise ValueError(f"mixout option mask must be one of {MASKS}, got {mask!r}")
+
 
 class MixoutLinear(nn.Linear):
     """A linear layer that shares the given layer's parameters and mixes its weight with a frozen target."""
 
-    def __init__(self, linear: nn.Linear, p: float) -> None:
+    def __init__(self, linear: nn.Linear, p: float, mask: str = "unit") -> None:
+        check_options(p, mask)
         # nn.Linear.__init__ would allocate and initialise new parameters; this layer reuses the existing ones.
         nn.Module.__init__(self)
-        self.in_features, self.out_features, self.p = linear.in_features, linear.out_features, p
+        self.in_features, self.out_features, self.p, self.mask = linear.in_features, linear.out_features, p, mask
         self.weight = linear.weight
         self.register_parameter("bias", linear.bias)
         # Not persistent: checkpoints keep the plain model's keys; the target is re-taken at load time by prepare().
@@ -32,8 +46,11 @@ class MixoutLinear(nn.Linear):
         self.train(linear.training)
 
     def mixed_weight(self) -> torch.Tensor:
-        """One Mixout draw: target where a Bernoulli(p) mask is set, else (w - p * target) / (1 - p)."""
-        take_target = torch.rand_like(self.weight) < self.p
+        """One Mixout draw: target where the Bernoulli(p) mask is set, else (w - p * target) / (1 - p).
+
+        The weight is [out, in]; the "unit" mask is one row of length ``in`` broadcast over every output row."""
+        shape = self.weight.shape[-1:] if self.mask == "unit" else self.weight.shape
+        take_target = torch.rand(shape, device=self.weight.device) < self.p
         return torch.where(take_target, self.target, (self.weight - self.p * self.target) / (1 - self.p))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,18 +59,19 @@ class MixoutLinear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, p={self.p}"
+        return f"{super().extra_repr()}, p={self.p}, mask={self.mask}"
 
 
 class Mixout(Mitigation):
-    """Every nn.Linear becomes a MixoutLinear targeting its load-time weights; ordinary dropout is off."""
+    """Every nn.Linear becomes a MixoutLinear targeting its load-time weights; ordinary dropout is off.
+
+    ``mask``: "unit" (default, Lee et al.'s Mixout: one draw per input unit) or "element" (mixconnect)."""
 
     name = "mixout"
 
-    def __init__(self, p: float = 0.1) -> None:
-        if not 0 <= p < 1:
-            raise ValueError(f"mixout option p must be in [0, 1), got {p}")
-        self.p = p
+    def __init__(self, p: float = 0.1, mask: str = "unit") -> None:
+        check_options(p, mask)
+        self.p, self.mask = p, mask
 
     def config_overrides(self) -> dict[str, Any]:
         return {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0}
@@ -62,7 +80,7 @@ class Mixout(Mitigation):
         for parent in list(model.modules()):
             for child_name, child in list(parent.named_children()):
                 if isinstance(child, nn.Linear) and not isinstance(child, MixoutLinear):
-                    setattr(parent, child_name, MixoutLinear(child, self.p))
+                    setattr(parent, child_name, MixoutLinear(child, self.p, self.mask))
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "p": self.p}
+        return {"name": self.name, "p": self.p, "mask": self.mask}

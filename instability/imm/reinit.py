@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from instability.imm.base import Mitigation, encoder_layers
+from instability.imm.base import Mitigation
+from instability.models.layers import encoder_layers
 
 
 @torch.no_grad()

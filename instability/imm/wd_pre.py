@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from instability.imm.base import Mitigation, is_no_decay
+from instability.imm.base import Mitigation, is_no_decay, split_decay
 
 ANCHOR_KEY = "wd_pre_anchor"
 
@@ -40,12 +40,9 @@ class WDPre(Mitigation):
         if self._anchored is None:
             raise RuntimeError("wd_pre: call prepare(model) before param_groups")
         anchored = {id(p) for p in self._anchored}
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in anchored]
-        return [
-            {"params": list(self._anchored), "lr": lr, "weight_decay": 0.0, ANCHOR_KEY: True},
-            {"params": [p for n, p in named if not is_no_decay(n)], "lr": lr, "weight_decay": weight_decay},
-            {"params": [p for n, p in named if is_no_decay(n)], "lr": lr, "weight_decay": 0.0},
-        ]
+        rest = [(n, p) for n, p in model.named_parameters() if id(p) not in anchored]
+        return [{"params": list(self._anchored), "lr": lr, "weight_decay": 0.0, ANCHOR_KEY: True},
+                *split_decay(rest, lr, weight_decay)]
 
     @torch.no_grad()
     def before_optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:

@@ -10,11 +10,24 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from instability.data.glue import get_task
-from instability.imm import Mitigation
+from instability.imm import Mitigation, Standard
 from instability.models.backbone import Backbone
 from instability.models.metrics import metric_collection
 
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
+
+def adamw_kernel(groups: list[dict[str, Any]], precision: str) -> dict[str, bool]:
+    """Fused AdamW (one kernel for all parameters, the HF Trainer's default; on CPU about 7x faster than the
+    per-parameter loop, some 6% of a MiniLM step) where it is valid, else the multi-tensor `foreach` kernel.
+
+    Under mixed precision Lightning unscales the gradients before clipping them (SPEC: clip at 1.0), which a fused
+    optimiser refuses to let it do, so mixed precision uses `foreach` (benchmarks/optimizer_step.py times both).
+    """
+    on_fused_device = all(p.device.type in FUSED_ADAMW_DEVICES for group in groups for p in group["params"])
+    if on_fused_device and "mixed" not in precision:
+        return {"fused": True}
+    return {"foreach": True}
 
 
 class FineTuner(pl.LightningModule):
@@ -32,14 +45,14 @@ class FineTuner(pl.LightningModule):
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
         adam_betas: tuple[float, float] = (0.9, 0.999),
-        adam_eps: float = 1e-8,
+        adam_eps: float = 1e-6,
         dropout: float = 0.1,
         finite_check_every: int = 10,
         compile: bool = False,
     ) -> None:
         super().__init__()
         self.task = get_task(task)
-        self.imm = imm or Mitigation()
+        self.imm = imm or Standard()
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
         self.adam_betas, self.adam_eps = tuple(adam_betas), adam_eps
         self.finite_check_every = finite_check_every
@@ -104,10 +117,8 @@ class FineTuner(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         groups = self.imm.param_groups(self.model, self.lr, self.weight_decay)
-        # Fused: one kernel for all parameters (the HF Trainer's default too); on CPU about 7x faster than the
-        # per-parameter loop torch picks otherwise, some 6% of a MiniLM training step.
-        fused = all(p.device.type in FUSED_ADAMW_DEVICES for group in groups for p in group["params"])
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.adam_betas, eps=self.adam_eps, fused=fused)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.adam_betas, eps=self.adam_eps,
+                                      **adamw_kernel(groups, str(self.trainer.precision)))
         total = int(self.trainer.estimated_stepping_batches)
         warmup = math.ceil(self.warmup_ratio * total)
         scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)

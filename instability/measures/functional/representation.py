@@ -137,9 +137,17 @@ def _shares(s: Tensor) -> Tensor:
     return s.cumsum(-1) / s.sum(-1, keepdim=True)
 
 
+def _share_cutoff(shares: Tensor, threshold: float) -> float:
+    """The threshold plus the rounding bound of a cumulative share (cumsum and sum of n values: 8 n eps)."""
+    return threshold + 8 * shares.shape[-1] * torch.finfo(shares.dtype).eps
+
+
 def _kept_directions(shares: Tensor, threshold: float) -> Tensor:
-    """k: the top directions whose cumulative share is <= threshold, at least 1 (SPEC: SVCCA)."""
-    return (shares <= threshold).sum(-1).clamp_min(1)
+    """k: the top directions whose cumulative share is <= threshold, at least 1 (SPEC: SVCCA).
+
+    A share above the threshold by less than its rounding error counts as at it, so the rule never sits on a
+    tie: threshold 1 keeps every direction, although the last share (cumsum / sum) may round to 1 + eps."""
+    return (shares <= _share_cutoff(shares, threshold)).sum(-1).clamp_min(1)
 
 
 def _share_margin(x: Tensor, eigenvalues: Tensor) -> Tensor:
@@ -169,7 +177,7 @@ def _svcca_reduce(x: Tensor, threshold: float, name: str) -> tuple[Tensor, Tenso
     eigenvalues, u = eigenvalues.flip(-1).clamp_min(0.0), u.flip(-1)
     shares = _shares(eigenvalues.sqrt())
     k = _kept_directions(shares, threshold)
-    unsure = ((shares - threshold).abs() <= _share_margin(x, eigenvalues).unsqueeze(-1)).any(-1)
+    unsure = ((shares - _share_cutoff(shares, threshold)).abs() <= _share_margin(x, eigenvalues).unsqueeze(-1)).any(-1)
     if bool(unsure.any()):
         k[unsure] = _kept_directions(_shares(linalg.svdvals(x[unsure])), threshold)
     return u, k
@@ -238,9 +246,10 @@ def _pair_inputs(x: Tensor, y: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tens
 
 
 def svcca_distance(x: Tensor, y: Tensor, threshold: float = 0.99, dtype: torch.dtype = torch.float64) -> Tensor:
-    """SVCCA distance as the paper computes it (SPEC section 2): SVD-reduce each uncentred view to the directions
-    holding ``threshold`` of the singular-value sum, then d = 1 - mean of the top min(k_x, k_y) canonical
-    correlations. Near 0 for independent data when N is not much larger than D."""
+    """SVCCA distance as the paper computes it (SPEC section 2): SVD-reduce each uncentred view to its top k
+    directions, k the most whose cumulative share of the singular-value sum is <= ``threshold`` (up to rounding,
+    so 1 keeps all; at least 1), then d = 1 - mean of the top min(k_x, k_y) canonical correlations. Near 0 for
+    independent data when N is not much larger than D."""
     x, y = _pair_inputs(x, y, dtype)
     (ux, kx), (uy, ky) = _svcca_reduce(x, threshold, "x"), _svcca_reduce(y, threshold, "y")
     return _svcca_matrix(_stack_padded(ux, uy), torch.stack([kx, ky]), "x, y (models 0, 1)")[0, 1]

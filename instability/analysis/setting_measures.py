@@ -1,9 +1,17 @@
-"""Per-setting measures (SPEC section 2), from pair matrices computed once per setting.
+"""The measures of one setting (SPEC section 2), from pair matrices computed once per setting.
 
 The expensive part, one [M, M] matrix per pair measure and one [L, M, M] stack per representation measure,
 is computed once (`pair_matrices`). A bootstrap replicate, a group of runs or a permutation is then an index
-of model positions: `measure_values` reduces the matrices with `mean_over_pairs` and recomputes only SD and
-I_kappa on the chosen rows. A subset of examples needs new matrices (`pair_matrices(..., examples=...)`).
+of model positions: `measure_values` reduces the matrices with `mean_over_pairs` and recomputes SD, the mean
+and the chance agreement of I_kappa on the chosen rows. A subset of examples needs new matrices
+(`pair_matrices(..., examples=...)`).
+
+Self-pairs: an index that repeats a run (a bootstrap replicate) makes pairs of a run with itself. Every pair
+measure of one replicate follows the same convention, I_kappa included: 1 - kappa = (1 - Pbar) / (1 - P_e)
+and Pbar = 1 - I_pwd, so I_kappa is computed as I_pwd over the same pairs divided by 1 - P_e, with P_e from the
+replicate's predictions (a repeated run counted as often as it is drawn, as SD counts it). With self-pairs kept
+this is exactly Fleiss' kappa of the repeated raters (the released notebook); with self-pairs dropped (the
+default) a repeated run adds no agreement with itself. Without repeats both are textbook Fleiss' kappa.
 """
 
 from __future__ import annotations
@@ -18,7 +26,6 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from instability.measures.functional import (
-    fleiss_kappa_instability,
     mean_over_pairs,
     pairwise_disagreement_matrix,
     pairwise_jsd_matrix,
@@ -32,6 +39,7 @@ PREDICTION = ("SD", "I_pwd", "I_kappa", "I_jsd")
 REPRESENTATION = {"SVCCA": "svcca", "OP": "op", "CKA": "cka"}  # label -> measures-package name
 HEADLINE = (*PREDICTION, *REPRESENTATION)  # the representation measures at the last layer
 ALL = (MEAN, *HEADLINE)
+PAPER = ("SD", "I_pwd", "I_kappa", "I_jsd", "OP", "CKA")  # the paper's bootstrap and SD-vs-agreement measures
 
 
 @dataclass(frozen=True)
@@ -155,11 +163,31 @@ def measure_values(
     values[MEAN] = np.asarray(float(scores[rows].mean()))
     attempt("SD", lambda: score_sd(scores[rows]))
     attempt("I_pwd", lambda: mean_over_pairs(pairs.prediction["I_pwd"], rows, keep_self_pairs))
-    attempt("I_kappa", lambda: fleiss_kappa_instability(predictions[rows], num_classes, chance=options.kappa_chance))
+    attempt("I_kappa", lambda: kappa_instability(pairs.prediction["I_pwd"], predictions, num_classes, rows,
+                                                 options.kappa_chance, keep_self_pairs))
     attempt("I_jsd", lambda: mean_over_pairs(pairs.prediction["I_jsd"], rows, keep_self_pairs))
     for label, stack in pairs.representation.items():
         attempt(label, lambda: layer_means(stack, rows, keep_self_pairs), (stack.shape[0],))
     return values, problems
+
+
+def chance_agreement(predictions: torch.Tensor, num_classes: int, chance: str) -> torch.Tensor:
+    """Fleiss' P_e of predictions [M, N]: sum_c p_c^2 (textbook), or the released notebook's 1/N."""
+    if chance == "released":
+        return torch.tensor(1.0 / predictions.shape[-1], dtype=torch.float64)
+    counts = torch.bincount(predictions.flatten(), minlength=num_classes).double()
+    return ((counts / counts.sum()) ** 2).sum()
+
+
+def kappa_instability(
+    disagreement: torch.Tensor, predictions: torch.Tensor, num_classes: int, rows: torch.Tensor, chance: str,
+    keep_self_pairs: bool,
+) -> torch.Tensor:
+    """I_kappa = 1 - Fleiss' kappa of the runs at `rows`, as I_pwd over the same pairs / (1 - P_e) (module doc)."""
+    expected = chance_agreement(predictions[rows], num_classes, chance)
+    if bool(expected >= 1.0):
+        raise ValueError("Fleiss' kappa is undefined: chance agreement P_e is 1 (one class everywhere, or N = 1)")
+    return mean_over_pairs(disagreement, rows, keep_self_pairs).double() / (1.0 - expected)
 
 
 def layer_means(stack: torch.Tensor, rows: torch.Tensor, keep_self_pairs: bool) -> torch.Tensor:

@@ -13,16 +13,18 @@ from typing import Any
 
 import torch
 
-from instability.records import write_record
+from instability.records import Halves, Outputs, build_record, write_record
+from instability.setting import ALIASES
 
 LAYERS, EXAMPLES, DIM = 4, 40, 16
 
 
 def setting(**overrides: Any) -> dict[str, Any]:
-    """A training-setting dict as train.py writes it."""
-    base = {"task": "rte", "model": "synthetic", "imm": {"name": "none"}, "lr": 2e-5, "train_size": None,
-            "max_epochs": 1, "batch_size": 16, "split_seed": 42, "measure_checkpoint": "best"}
-    return {**base, **overrides}
+    """A flat training setting as training writes it; overrides by dotted key or alias (`lr=1e-3`, `imm="llrd"`)."""
+    base = {"task.name": "rte", "model.name": "synthetic", "imm.name": "none", "imm._target_": "instability.imm.Mitigation",
+            "module.lr": 2e-5, "data.train_size": None, "trainer.max_epochs": 1, "data.batch_size": 16,
+            "data.split_seed": 42, "measure_checkpoint": "best", "trainer.precision": "32-true"}
+    return dict(sorted({**base, **{ALIASES.get(k, k): v for k, v in overrides.items()}}.items()))
 
 
 def base_labels(examples: int = EXAMPLES) -> torch.Tensor:
@@ -59,35 +61,33 @@ def write_run(
     labels: torch.Tensor | None = None,
     example_ids: torch.Tensor | None = None,
     setting_dict: dict[str, Any] | None = None,
-    failed: bool = False,
+    failed: bool | dict[str, bool] = False,
     status: str = "finished",
     score: float | None = None,
     final: tuple[torch.Tensor, torch.Tensor] | None = None,
     logits: torch.Tensor | None = None,
 ) -> Path:
-    """Write one run's record into `folder/record/`; logits are +-1 around the predicted class unless given.
-    `final` gives the final checkpoint's (predictions, hidden) when they differ from the best one's."""
+    """Write one run's record into `folder/record/` with the project's record builder; logits are +-1 around the
+    predicted class unless given. `final` gives the final checkpoint's (predictions, hidden) when they differ from
+    the best one's; `score` plants the task metric and `failed` the failure flag of both checkpoints (a bool) or of
+    each (`{"best": False, "final": True}`)."""
     labels = base_labels(predictions.numel()) if labels is None else labels
     example_ids = torch.arange(100, 100 + predictions.numel()) if example_ids is None else example_ids
-    setting_dict = setting_dict or setting()
-    outputs = {"best": (predictions, hidden), "final": final or (predictions, hidden)}
-    metrics, tensors = {}, {}
-    for checkpoint, (preds, states) in outputs.items():
-        value = accuracy(preds, labels) if score is None else score
-        metrics[checkpoint] = {"val": {"accuracy": value}, "test": {"accuracy": value}}
-        tensors[f"{checkpoint}/logits"] = logits.clone() if logits is not None and checkpoint == "best" else \
+    halves = Halves(example_ids, labels, torch.arange(6), torch.arange(6) % 2)
+    outputs = {}
+    for checkpoint, (preds, states) in {"best": (predictions, hidden), "final": final or (predictions, hidden)}.items():
+        own = logits.clone() if logits is not None and checkpoint == "best" else \
             torch.nn.functional.one_hot(preds, 2).float() * 2 - 1
-        tensors[f"{checkpoint}/hidden"] = states.float().clone()
-        tensors[f"{checkpoint}/val_logits"] = torch.zeros(6, 2)
-    tensors.update(example_ids=example_ids.clone(), labels=labels.clone(), val_example_ids=torch.arange(6),
-                   val_labels=torch.arange(6) % 2)
-    meta = {
-        "status": status, "seed": seed, "split_seed": setting_dict["split_seed"], "task": setting_dict["task"],
-        "metric": "accuracy", "setting": setting_dict, "measure_checkpoint": setting_dict["measure_checkpoint"],
-        "metrics": metrics if status == "finished" else {}, "failed": failed if status == "finished" else None,
-        "majority_baseline": 0.5, "config": {"seed": seed}, "timings": {}, "wandb": None,
-    }
-    return write_record(folder, meta, tensors if status == "finished" else {})
+        outputs[checkpoint] = Outputs(own, states.float(), torch.zeros(6, 2))
+    meta, tensors = build_record(seed=seed, setting=setting_dict or setting(), metrics=("accuracy",), halves=halves,
+                                 outputs=outputs if status != "diverged" else None, status=status,
+                                 config={"seed": seed})
+    if status != "diverged":
+        for checkpoint in meta["metrics"]:
+            if score is not None:
+                meta["metrics"][checkpoint]["test"]["accuracy"] = score
+            meta["failed"][checkpoint] = failed[checkpoint] if isinstance(failed, dict) else failed
+    return write_record(folder, meta, tensors)
 
 
 def planted_sweep(
@@ -95,7 +95,7 @@ def planted_sweep(
     runs: int = 6,
     flips: Sequence[int] | None = None,
     scales: Sequence[Sequence[float]] | None = None,
-    failed: Sequence[bool] | None = None,
+    failed: Sequence[bool | dict[str, bool]] | None = None,
     scores: Sequence[float] | None = None,
     setting_dict: dict[str, Any] | None = None,
     first_job: int = 0,
@@ -114,36 +114,6 @@ def planted_sweep(
         predictions = flipped(base, start, flips[i])
         start += flips[i]
         paths.append(write_run(Path(root) / str(first_job + i), i, predictions, noisy(states, scales[i], i),
-                               setting_dict=setting_dict, failed=bool(failed[i]) if failed else False,
+                               setting_dict=setting_dict, failed=failed[i] if failed else False,
                                score=None if scores is None else scores[i]))
     return paths
-
-
-QUICK = ("bootstrap.replicates=40", "failed_runs.permutations=40", "subsampling.draws=2", "figures=false")
-
-
-Folders = str | Path | Sequence[str | Path]
-
-
-def analysis_config(sweep_dir: Folders, out_dir: str | Path, *overrides: str, quick: bool = True):
-    """conf/analyze.yaml composed with `overrides` (by default light: few replicates, no figures)."""
-    from hydra import compose, initialize_config_dir
-
-    folders = [sweep_dir] if isinstance(sweep_dir, (str, Path)) else list(sweep_dir)
-    sweep = "[" + ",".join(f"'{folder}'" for folder in folders) + "]"
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        return compose("analyze", overrides=[f"sweep_dir={sweep}", f"out_dir='{out_dir}'", *(QUICK if quick else ()),
-                                             *overrides])
-
-
-def run_analysis(sweep_dir: Folders, out_dir: str | Path, *overrides: str, quick: bool = True):
-    """Run the analysis in-process; returns the result and what it printed."""
-    import io
-
-    from rich.console import Console
-
-    from instability.analysis.pipeline import run
-
-    buffer = io.StringIO()
-    result = run(analysis_config(sweep_dir, out_dir, *overrides, quick=quick), Console(file=buffer, width=200))
-    return result, buffer.getvalue()
