@@ -6,6 +6,7 @@ phase (from the analysis manifest), the wall time and the subprocess's peak RSS.
 
     python benchmarks/analyze_speed.py                     # the measures part only (validity analyses off)
     python benchmarks/analyze_speed.py --validity          # also layer trend, failed runs, sub-sampling, bootstrap
+    python benchmarks/analyze_speed.py --validity checkpoint=final   # odd seeds failed there: failed-run analysis
     python benchmarks/analyze_speed.py --runs 6 --layers 4 --examples 139 --dim 64   # a quick check
 """
 
@@ -26,21 +27,25 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from instability.models.metrics import score  # noqa: E402
-from instability.records import write_record  # noqa: E402
+from instability.records import Halves, Outputs, build_record, write_record  # noqa: E402
 
 MEASURES_ONLY = ("layer_trend=false", "failed_runs.enabled=false", "subsampling.enabled=false",
                  "bootstrap.enabled=false", "benchmark.enabled=false")
 
 
+SETTING = {"task.name": "cola", "model.name": "synthetic-large", "imm.name": "none", "module.lr": 2e-5,
+           "data.train_size": None, "trainer.max_epochs": 5, "data.batch_size": 16, "data.split_seed": 42,
+           "measure_checkpoint": "best", "trainer.precision": "32-true"}
+
+
 def synthesise(root: Path, runs: int, layers: int, examples: int, dim: int) -> None:
-    """`runs` records of one setting: shared low-rank states plus run noise growing with depth; half the runs
-    failed (for the failed-run analysis), predictions flipped on a run-specific block of examples."""
+    """`runs` records of one setting, written with the project's record builder: shared low-rank states plus run
+    noise growing with depth (twice as large in odd seeds), predictions flipped on a run-specific block of
+    examples; odd seeds predict the majority class at the final checkpoint, so they failed there."""
     generator = torch.Generator().manual_seed(0)
     basis = torch.randn(layers, examples, 32, generator=generator) @ torch.randn(layers, 32, dim, generator=generator)
     labels = torch.arange(examples) % 2
-    setting = {"task": "cola", "model": "synthetic-large", "imm": {"name": "none"}, "lr": 2e-5, "train_size": None,
-               "max_epochs": 5, "batch_size": 16, "split_seed": 42, "measure_checkpoint": "best"}
+    halves = Halves(torch.arange(examples), labels, torch.arange(8), torch.arange(8) % 2)
     scale = torch.linspace(0.05, 1.0, layers).view(-1, 1, 1)
     for seed in range(runs):
         hidden = basis + scale * torch.randn(layers, examples, dim, generator=generator) * (2.0 if seed % 2 else 1.0)
@@ -48,16 +53,10 @@ def synthesise(root: Path, runs: int, layers: int, examples: int, dim: int) -> N
         block = slice(seed * 5 % examples, seed * 5 % examples + 20)
         predictions[block] = 1 - predictions[block]
         logits = torch.nn.functional.one_hot(predictions, 2) + 0.1 * torch.randn(examples, 2, generator=generator)
-        metrics = {half: score(("mcc",), predictions, labels) for half in ("val", "test")}
-        tensors = {"example_ids": torch.arange(examples), "labels": labels, "val_example_ids": torch.arange(8),
-                   "val_labels": torch.arange(8) % 2}
-        for checkpoint in ("best", "final"):
-            tensors[f"{checkpoint}/logits"] = logits.clone()
-            tensors[f"{checkpoint}/hidden"] = hidden.clone()
-            tensors[f"{checkpoint}/val_logits"] = torch.zeros(8, 2)
-        meta = {"status": "finished", "seed": seed, "split_seed": 42, "task": "cola", "metric": "mcc",
-                "setting": setting, "measure_checkpoint": "best", "metrics": {"best": metrics, "final": metrics},
-                "failed": bool(seed % 2), "majority_baseline": 0.0, "config": {}, "timings": {}, "wandb": None}
+        final = torch.nn.functional.one_hot(torch.zeros_like(labels), 2).float() if seed % 2 else logits
+        outputs = {"best": Outputs(logits, hidden, torch.zeros(8, 2)),
+                   "final": Outputs(final, hidden, torch.zeros(8, 2))}
+        meta, tensors = build_record(seed=seed, setting=SETTING, metrics=("mcc",), halves=halves, outputs=outputs)
         write_record(root / str(seed), meta, tensors)
 
 

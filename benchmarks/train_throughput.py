@@ -6,14 +6,18 @@ padded to the maximum length, its `pad_to_max_length=True`), and the Trainer giv
 like-for-like loop). Tokenisation is outside the timing for all three. Prints examples per second, the ratios
 (ours / Trainer), peak memory, and the capture overhead (first-token states of every layer on the test half,
 plus the validation half's logits, for the best and the final weights) as a fraction of a full 5-epoch run.
+Both loops train in the same precision (`--precision`; the HF Trainer's bf16/fp16 flags follow it) and, on a GPU,
+with the same TF32 setting (the config's `tf32`). `--json PATH` also writes the medians and ratios.
 
     python benchmarks/train_throughput.py                      # CPU, offline MiniLM, RTE
     python benchmarks/train_throughput.py --trainer gpu --steps 200 --examples 3200
+    python benchmarks/train_throughput.py --trainer gpu --precision bf16-mixed --no-capture --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -39,11 +43,16 @@ from instability.capture import capture_outputs  # noqa: E402
 from instability.train import build, make_trainer  # noqa: E402
 
 
+def on_gpu(cfg) -> bool:
+    """Whether the configured trainer runs on the GPU (then the HF Trainer does too)."""
+    return torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"
+
+
 class PeakMemory:
     """Peak GPU memory allocated (CUDA) or peak resident set size sampled every 20 ms (CPU), in GiB."""
 
-    def __init__(self) -> None:
-        self.cuda = torch.cuda.is_available()
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
         self.peak = 0
         self._stop = threading.Event()
 
@@ -84,16 +93,18 @@ def compose_cfg(args: argparse.Namespace, out: Path):
         f"trainer.max_steps={args.steps}", "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
         "trainer.enable_progress_bar=false", f"module.compile={args.compile}", f"paths.output_dir={out}",
     ]
+    if args.precision:
+        overrides.append(f"trainer.precision={args.precision}")
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("train", overrides=overrides)
 
 
-def timed(fit: Callable[[], object]) -> tuple[float, float]:
+def timed(fit: Callable[[], object], cuda: bool) -> tuple[float, float]:
     """Wall seconds of `fit()` (the GPU synchronised at the end) and its peak memory in GiB."""
-    with PeakMemory() as memory:
+    with PeakMemory(cuda) as memory:
         start = time.perf_counter()
         fit()
-        if torch.cuda.is_available():
+        if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     return seconds, memory.gib
@@ -102,7 +113,7 @@ def timed(fit: Callable[[], object]) -> tuple[float, float]:
 def time_ours(cfg, out: Path) -> tuple[float, float]:
     datamodule, module, _ = build(cfg)
     trainer = make_trainer(cfg, [], None, out)
-    return timed(lambda: trainer.fit(module, datamodule=datamodule))
+    return timed(lambda: trainer.fit(module, datamodule=datamodule), on_gpu(cfg))
 
 
 BASELINES = {"run_glue.py (padded to max length)": "max_length", "+ dynamic padding": "longest"}
@@ -111,7 +122,8 @@ BASELINES = {"run_glue.py (padded to max length)": "max_length", "+ dynamic padd
 def time_hf_trainer(cfg, out: Path, padding: str) -> tuple[float, float]:
     """The Trainer on the same seeded model and tokenised data; batches padded to `padding` (HF's names)."""
     datamodule, module, _ = build(cfg)
-    cuda = torch.cuda.is_available()
+    cuda = on_gpu(cfg)
+    precision = str(cfg.trainer.precision)
     arguments = TrainingArguments(
         output_dir=str(out / "hf"),
         per_device_train_batch_size=cfg.data.batch_size,
@@ -121,7 +133,9 @@ def time_hf_trainer(cfg, out: Path, padding: str) -> tuple[float, float]:
         warmup_steps=cfg.module.warmup_ratio,  # a value below 1 is a fraction of the steps
         lr_scheduler_type="linear",
         max_grad_norm=cfg.trainer.gradient_clip_val,
-        bf16=cuda and str(cfg.trainer.precision).startswith("bf16"),
+        bf16=precision.startswith("bf16"),
+        fp16=precision.startswith("16"),
+        tf32=bool(cfg.get("tf32", False)) if cuda else None,
         use_cpu=not cuda,
         save_strategy="no",
         eval_strategy="no",
@@ -137,7 +151,7 @@ def time_hf_trainer(cfg, out: Path, padding: str) -> tuple[float, float]:
         train_dataset=datamodule.encoded["train"],
         data_collator=DataCollatorWithPadding(datamodule.tokenizer, padding=padding, max_length=cfg.data.max_length),
     )
-    return timed(trainer.train)
+    return timed(trainer.train, cuda)
 
 
 def time_capture(cfg) -> tuple[float, int]:
@@ -145,7 +159,7 @@ def time_capture(cfg) -> tuple[float, int]:
     full = cfg.copy()
     full.data.train_size = None
     datamodule, module, _ = build(full)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if on_gpu(cfg) else "cpu")
     model = module.model.to(device)
 
     def prepare(batch):
@@ -155,7 +169,7 @@ def time_capture(cfg) -> tuple[float, int]:
     for _ in ("final", "best"):
         capture_outputs(model, datamodule.test_dataloader(), prepare)
         capture_outputs(model, datamodule.val_dataloader(), prepare, with_hidden=False)
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, len(datamodule.encoded["train"])
 
@@ -170,16 +184,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", help="trainer.precision of both loops (default: the trainer config's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile our training forward pass")
+    parser.add_argument("--no-capture", action="store_true", help="skip the capture-overhead estimate")
+    parser.add_argument("--json", type=Path, help="also write the medians and ratios to this file")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         cfg = compose_cfg(args, out)
         examples = args.steps * args.batch_size
-        print(f"device: {'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, "
-              f"threads {torch.get_num_threads()}; {args.model} on {args.task}, {args.steps} steps of "
-              f"{args.batch_size} (max length {args.max_length}), {args.repeats} alternating repetitions")
+        device = "cuda " + torch.cuda.get_device_name() if on_gpu(cfg) else "cpu"
+        print(f"device: {device}, threads {torch.get_num_threads()}; {args.model} on {args.task}, {args.steps} steps "
+              f"of {args.batch_size} (max length {args.max_length}), precision {cfg.trainer.precision}, "
+              f"{args.repeats} alternating repetitions")
         time_ours(cfg, out)  # warm-up: tokeniser cache, kernels, allocator
         loops = {"ours": lambda: time_ours(cfg, out)}
         loops |= {f"HF Trainer, {name}": partial(time_hf_trainer, cfg, out, padding) for name, padding in BASELINES.items()}
@@ -192,16 +210,26 @@ def main() -> None:
                 memory[name] = max(memory[name], peak)
             print(f"  repetition {repeat}: " + ", ".join(f"{name} {values[-1]:.1f}" for name, values in speed.items())
                   + " ex/s")
-        kind = "GPU allocated" if torch.cuda.is_available() else "process RSS"
-        for name, values in speed.items():
-            print(f"{name:<50} {statistics.median(values):8.1f} examples/s (median), peak {kind} {memory[name]:.2f} GiB")
+        kind = "GPU allocated" if on_gpu(cfg) else "process RSS"
+        medians = {name: statistics.median(values) for name, values in speed.items()}
+        for name, median in medians.items():
+            print(f"{name:<50} {median:8.1f} examples/s (median), peak {kind} {memory[name]:.2f} GiB")
         for name in list(loops)[1:]:
             ratios = [a / b for a, b in zip(speed["ours"], speed[name])]
-            print(f"ratio ours / {name}: {statistics.median(speed['ours']) / statistics.median(speed[name]):.3f} "
+            print(f"ratio ours / {name}: {medians['ours'] / medians[name]:.3f} "
                   f"(medians; per repetition {', '.join(f'{r:.2f}' for r in ratios)})")
+        if args.json:
+            args.json.write_text(json.dumps({
+                "device": device, "model": args.model, "task": args.task, "precision": str(cfg.trainer.precision),
+                "steps": args.steps, "batch_size": args.batch_size, "repeats": args.repeats,
+                "examples_per_s": medians, "peak_gib": memory,
+                "ratios": {name: medians["ours"] / medians[name] for name in list(loops)[1:]},
+            }, indent=2))
+        if args.no_capture:
+            return
 
         capture_s, train_size = time_capture(cfg)
-        step_s = args.batch_size / statistics.median(speed["ours"])
+        step_s = args.batch_size / medians["ours"]
         run_s = 5 * -(-train_size // args.batch_size) * step_s
         print(f"capture (best + final, test half with all layers' first-token states, validation half logits): "
               f"{capture_s:.2f} s; estimated 5-epoch run on all {train_size} training examples: {run_s:.0f} s; "

@@ -4,12 +4,12 @@ import csv
 
 import numpy as np
 import pytest
-from scipy import stats
-
-from instability.analysis.setting_measures import HEADLINE
-from instability.analysis.consistency import SettingPoint, benchmark, sd_vs_agreement
 from helpers.analysis import run_analysis
 from helpers.records import LAYERS, planted_sweep, setting
+from scipy import stats
+
+from instability.analysis.consistency import SettingPoint, benchmark, sd_vs_agreement
+from instability.analysis.setting_measures import HEADLINE
 
 IMMS = ("none", "mixout", "llrd", "reinit", "wd_pre")
 

@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from instability.analysis.setting_measures import ALL, REPRESENTATION
 from helpers.analysis import run_analysis
 from helpers.records import planted_sweep
+
+from instability.analysis.setting_measures import ALL, REPRESENTATION
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "WANDB_MODE": "disabled"}
@@ -54,7 +55,7 @@ def test_train_then_analyze_a_tiny_sweep(tmp_path):
     summary = (out / "summary.md").read_text()
     (table_row,) = [line for line in summary.splitlines() if line.startswith(f"| {SETTING} |")]
     i_pwd = next(float(row["value"]) for row in rows if row["measure"] == "I_pwd")
-    assert f"{i_pwd:.4f}" in table_row and "| 3 | best | accuracy |" in table_row
+    assert f"{i_pwd:.4f}" in table_row and "| 3 | 0 | best | accuracy |" in table_row
     assert "textbook" in summary and "near-degenerate" in summary
     for figure in ("layers", "scores", "distance_matrix"):
         assert (out / "figures" / SETTING / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"

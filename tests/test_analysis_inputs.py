@@ -5,11 +5,11 @@ import csv
 
 import pytest
 import torch
+from helpers.analysis import run_analysis
+from helpers.records import LAYERS, base_hidden, base_labels, planted_sweep, setting, write_run
 
 from instability.analysis.loading import AnalysisError
 from instability.records import META_FILE, TENSOR_FILE
-from helpers.analysis import run_analysis
-from helpers.records import LAYERS, base_hidden, base_labels, planted_sweep, setting, write_run
 
 FAST = ("layer_trend=false", "failed_runs.enabled=false", "subsampling.enabled=false", "bootstrap.enabled=false",
         "benchmark.enabled=false")
@@ -129,15 +129,17 @@ def test_earlier_output_is_kept_unless_overwrite(tmp_path):
         run_analysis(tmp_path / "sweep", tmp_path / "out", *FAST)
     assert (tmp_path / "out" / "measures.csv").read_text() == before
     run_analysis(tmp_path / "sweep", tmp_path / "out", *FAST, "overwrite=true", "figures=false")
-    assert not (tmp_path / "out" / "figures" / "rte-synthetic-none-lr2e-05-ep1" / "layers.png").exists()  # stale: removed
+    stale = tmp_path / "out" / "figures" / "rte-synthetic-none-lr2e-05-ep1" / "layers.png"
+    assert not stale.exists()  # stale: removed
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"  # not ours: kept
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
 
 
 def test_default_output_folder_is_inside_the_sweep(tmp_path):
     planted_sweep(tmp_path / "sweep", runs=2)
-    from instability.analysis.pipeline import run
     from helpers.analysis import analysis_config
+
+    from instability.analysis.pipeline import run
 
     config = analysis_config(tmp_path / "sweep", tmp_path / "ignored", *FAST, "out_dir=null")
     result = run(config)

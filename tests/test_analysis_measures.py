@@ -6,13 +6,22 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers.analysis import run_analysis
+from helpers.records import (
+    EXAMPLES,
+    LAYERS,
+    base_hidden,
+    base_labels,
+    flipped,
+    noisy,
+    planted_sweep,
+    setting,
+    write_run,
+)
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
-from instability.analysis.setting_measures import ALL, REPRESENTATION
 from instability.analysis.loading import group_settings, load_setting, record_paths
-from helpers.analysis import run_analysis
-from helpers.records import (EXAMPLES, LAYERS, base_hidden, base_labels, flipped, noisy, planted_sweep, setting,
-                             write_run)
+from instability.analysis.setting_measures import ALL, REPRESENTATION
 
 FAST = ("layer_trend=false", "failed_runs.enabled=false", "subsampling.enabled=false", "bootstrap.enabled=false",
         "benchmark.enabled=false")

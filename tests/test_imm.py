@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig
 
-from instability.imm import LLRD, Mitigation, Mixout, ReInit, Standard, WDPre
+from instability.imm import LLRD, Mixout, ReInit, Standard, WDPre
 from instability.imm.mixout import MixoutLinear
 
 REPO = Path(__file__).resolve().parents[1]

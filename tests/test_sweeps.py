@@ -1,6 +1,5 @@
 """Sweeps: stable folders, resuming after a SIGKILL, launchers, the paper's grid, write faults."""
 
-import errno
 import os
 import signal
 import subprocess
@@ -11,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.config import REPO, compose_train
-from hydra import compose, initialize_config_dir
 
 from instability.records import find_records, read_record
-from instability.sweeper import grid_jobs
+from instability.setting import setting_dir, setting_of
 from instability.train import run
 
 SWEEP = ["train.py", "-m", "task=rte", "model=tiny-bert", "logger=none", "data.train_size=32", "trainer.max_epochs=1",
@@ -25,35 +23,9 @@ def sweep(tmp_path: Path, *extra: str) -> list[str]:
     return [sys.executable, *SWEEP, f"hydra.sweep.dir={tmp_path}", *extra]
 
 
-def job_dir(root: Path, seed: int) -> Path:
-    return root / "rte" / "tiny-bert" / "none" / "lr2e-05-n32-ep1-best" / f"seed{seed}"
-
-
-def test_paper_grid_composes_to_480_jobs():
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=paper"], return_hydra_config=True)
-        sweeper = cfg.hydra.sweeper
-        jobs = grid_jobs(sweeper.params, sweeper.grids, [])
-        assert len(jobs) == 480 and len({tuple(job) for job in jobs}) == 480
-        settings = {}
-        for job in jobs:
-            key = tuple(o for o in job if not o.startswith("seed="))
-            settings[key] = settings.get(key, 0) + 1
-        assert sorted(settings.values()) == [10] * 24 + [20] * 12  # per model-task: 4 IMMs x 10, standard and failed x 20
-        failed = next(job for job in jobs if "measure_checkpoint=final" in job and "model=roberta-large" in job)
-        job_cfg = compose("train", overrides=["experiment=paper", *failed])
-        assert job_cfg.module.lr == pytest.approx(3e-5) and job_cfg.measure_checkpoint == "final"
-        bert = compose("train", overrides=["experiment=paper", "model=bert-large", "module.lr=${model.failed_lr}"])
-        assert bert.module.lr == pytest.approx(5e-5) and bert.trainer.precision == "bf16-mixed"
-        mixout = compose("train", overrides=["experiment=paper", *next(job for job in jobs if "imm=mixout" in job)])
-        assert mixout.imm._target_.endswith("Mixout") and mixout.imm.p == 0.1
-
-
-def test_failed_runs_experiment_uses_the_family_lr_and_final_checkpoint():
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=failed_runs", "model=roberta-base"], return_hydra_config=True)
-    assert cfg.module.lr == pytest.approx(3e-5) and cfg.measure_checkpoint == "final"
-    assert cfg.hydra.sweeper.params.seed == "range(20)" and cfg.hydra.sweep.dir == "multirun/failed_runs"
+def job_dir(root: Path, seed: int, *overrides: str) -> Path:
+    """Where the sweep puts a job: named by its whole setting (instability/setting.py)."""
+    return root / setting_dir(setting_of(compose_train(root, *overrides))) / f"seed{seed}"
 
 
 def test_killed_sweep_resumes_skipping_finished_jobs(tmp_path):
@@ -90,10 +62,12 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
     assert read_record(job_dir(tmp_path, 5)).finished
 
 
-def test_rerun_with_another_configuration_is_refused(tmp_path):
+def test_a_folder_holding_another_run_is_refused_and_left_as_it_is(tmp_path):
     run(compose_train(tmp_path))
-    with pytest.raises(RuntimeError, match=r"different configuration \(differs in: module\.lr\)"):
+    before = (tmp_path / "record" / "record.json").read_text()
+    with pytest.raises(RuntimeError, match=r"holds the record of another run \(differs in: module\.lr\)"):
         run(compose_train(tmp_path, "module.lr=1e-4"))
+    assert (tmp_path / "record" / "record.json").read_text() == before
 
 
 def test_rerun_with_data_elsewhere_or_display_options_resumes(tmp_path):
@@ -107,23 +81,6 @@ def test_rerun_with_data_elsewhere_or_display_options_resumes(tmp_path):
     assert read_record(tmp_path).meta == record.meta  # skipped: the record is untouched
 
 
-def test_full_disk_gives_a_clear_error_and_keeps_the_earlier_record(tmp_path, monkeypatch):
-    import instability.records as records
-
-    run(compose_train(tmp_path))
-    before = (tmp_path / "record" / "record.json").read_text()
-
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(records, "save_file", full)
-    monkeypatch.setattr("instability.train.finished_record", lambda job_dir, cfg: None)  # force a rerun
-    with pytest.raises(OSError, match=f"{tmp_path}.*No space left"):
-        run(compose_train(tmp_path))
-    assert (tmp_path / "record" / "record.json").read_text() == before and read_record(tmp_path).finished
-    assert not list(tmp_path.glob(".record-*")), "the partial write was cleaned up"
-
-
 @pytest.mark.slow
 def test_ddp_on_cpu_with_two_processes(tmp_path):
     command = [sys.executable, "train.py", "model=tiny-bert", "logger=none", "data.train_size=64", "trainer.max_epochs=1",
@@ -134,21 +91,29 @@ def test_ddp_on_cpu_with_two_processes(tmp_path):
     assert record.finished and record.hidden("best").shape == (2, 139, 32)
 
 
-def test_grid_union_sweeper_runs_each_grid(tmp_path):
-    command = [sys.executable, "train.py", "experiment=cpu_study", "seed=0", "model=tiny-bert", "logger=none",
-               "data.train_size=32", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-               f"hydra.sweep.dir={tmp_path}"]
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
-    records = [read_record(p) for p in find_records([tmp_path])]
-    settings = sorted((r.setting["imm"]["name"], r.setting["lr"], r.meta["measure_checkpoint"]) for r in records)
-    assert settings == [("llrd", 3e-4, "best"), ("mixout", 3e-4, "best"), ("none", 3e-4, "best"),
-                        ("none", 1e-3, "final"), ("reinit", 3e-4, "best"), ("wd_pre", 3e-4, "best")]
-    assert next(r for r in records if r.setting["imm"]["name"] == "reinit").setting["imm"]["num_layers"] == 2
-
-
 def test_analysis_runs_when_a_multirun_ends(tmp_path):
     subprocess.run(sweep(tmp_path, "seed=range(2)", "hydra/callbacks=analyze",
                          "hydra.callbacks.analyze_sweep.overrides=['bootstrap.replicates=20','failed_runs.permutations=20']"),
                    cwd=REPO, check=True, capture_output=True)
     summary = (tmp_path / "analysis" / "summary.md").read_text()
     assert "rte-tiny-bert-none-lr2e-05-n32" in summary and (tmp_path / "analysis" / "measures.csv").is_file()
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
+def test_a_sweep_over_any_key_gives_every_job_its_own_folder_and_record(tmp_path, launcher):
+    """Keys outside the readable label (dropout, Re-init depth) still make settings of their own: no job replaces
+    another's record, and a rerun skips them all."""
+    sweeps = {"dropout": ["seed=0", "module.dropout=0.0,0.1"], "reinit": ["seed=0", "imm=reinit", "imm.num_layers=1,2"]}
+    for name, overrides in sweeps.items():
+        subprocess.run(sweep(tmp_path / name, *overrides, *launcher), cwd=REPO, check=True, capture_output=True)
+    expected = {job_dir(tmp_path / "dropout", 0, f"module.dropout={p}") for p in ("0.0", "0.1")}
+    expected |= {job_dir(tmp_path / "reinit", 0, "imm=reinit", f"imm.num_layers={k}") for k in (1, 2)}
+    records = [read_record(p) for p in find_records([tmp_path])]
+    assert {r.path.parent for r in records} == expected and len({r.setting_id for r in records}) == 4
+    assert sorted(r.setting["module.dropout"] for r in records if "dropout" in r.name) == [0.0, 0.1]
+    assert sorted(r.setting["imm.num_layers"] for r in records if "reinit" in r.name) == [1, 2]
+    created = {r.path: r.meta["created"] for r in records}
+    rerun = subprocess.run(sweep(tmp_path / "dropout", *sweeps["dropout"], *launcher), cwd=REPO, check=True,
+                           capture_output=True, text=True)
+    assert (rerun.stdout + rerun.stderr).count("skipping") == 2
+    assert all(read_record(path).meta["created"] == stamp for path, stamp in created.items())

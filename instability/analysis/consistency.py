@@ -107,7 +107,8 @@ def same_lr_as_standard(points: Sequence[SettingPoint]) -> tuple[list[SettingPoi
                if value(p.setting, "imm") == STANDARD_IMM and value(p.setting, "checkpoint") == "best"}
         if not lrs:
             notes.append(f"task {task}: no standard setting (imm {STANDARD_IMM}, best checkpoint) to take the lr from; "
-                         f"its {len(members)} setting(s) left out (sd_vs_agreement.same_lr_as_standard=false keeps them)")
+                         f"its {len(members)} setting(s) left out "
+                         "(sd_vs_agreement.same_lr_as_standard=false keeps them)")
             continue
         for point in members:
             if value(point.setting, "lr") in lrs:
@@ -149,6 +150,7 @@ def sd_vs_agreement(
             ys.append(z)
         x, y = np.concatenate(xs), np.concatenate(ys)
         r, p = correlation(x, y)
-        results.append({"group": group, "pearson_r": r, "p_value": p, "points": int((np.isfinite(x) & np.isfinite(y)).sum()),
-                        "settings": len(members), "measures": len(xs)})
+        points_used = int((np.isfinite(x) & np.isfinite(y)).sum())
+        results.append({"group": group, "pearson_r": r, "p_value": p, "points": points_used, "settings": len(members),
+                        "measures": len(xs)})
     return point_rows, results, notes

@@ -13,9 +13,9 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from instability.analysis.setting_measures import HEADLINE, REPRESENTATION  # noqa: E402
 from instability.analysis.consistency import Benchmark  # noqa: E402
 from instability.analysis.results import SettingResult  # noqa: E402
+from instability.analysis.setting_measures import HEADLINE, REPRESENTATION  # noqa: E402
 
 MARKERS = {"SVCCA": "o", "OP": "v", "CKA": "^", "SD": "x", "I_pwd": "*", "I_kappa": "1", "I_jsd": "+"}
 
@@ -44,7 +44,8 @@ def scores(result: SettingResult) -> Figure:
     failed = np.array(result.failed, dtype=bool)
     axis.scatter(positions[~failed], result.scores[~failed], label="successful run", color="tab:blue")
     if failed.any():
-        axis.scatter(positions[failed], result.scores[failed], label=f"failed run ({result.checkpoint} checkpoint)", color="tab:red",
+        axis.scatter(positions[failed], result.scores[failed], label=f"failed run ({result.checkpoint} checkpoint)",
+                     color="tab:red",
                      marker="x")
     mean, sd = float(result.values["mean"]), float(result.values["SD"])
     axis.axhline(mean, color="black", label=f"mean {mean:.4f} (SD {sd:.4f})")

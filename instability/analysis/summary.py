@@ -180,8 +180,8 @@ def _bootstrap_section(sweep: SweepResult) -> list[str]:
         if r.bootstrap is None:
             continue
         b = r.bootstrap
-        lines += [f"### {r.name}", "", f"Seeds resampled: {b.seeds}. {b.used} of {len(b.indices)} replicates have every "
-                  "correlated measure defined.", ""]
+        lines += [f"### {r.name}", "", f"Seeds resampled: {b.seeds}. {b.used} of {len(b.indices)} replicates have "
+                  "every correlated measure defined.", ""]
         lines += _table(["", *b.measures], [[a, *(_num(b.correlation[i, j], 2) for j in range(len(b.measures)))]
                                              for i, a in enumerate(b.measures)])
     result = sweep.sd_vs_agreement
@@ -191,7 +191,7 @@ def _bootstrap_section(sweep: SweepResult) -> list[str]:
     pooled = ("the settings at their task's standard lr (standard fine-tuning and the mitigation methods; not the "
               "failed-run setting)" if result.same_lr else "every setting")
     lines += ["### SD vs agreement", "",
-              f"Per setting, each bootstrap measure's mean correlation with the others, z-scored per measure across the "
+              "Per setting, each bootstrap measure's mean correlation with the others, z-scored per measure across the "
               f"settings of a group ({', '.join(result.group_by)}; {pooled}), against {sd}: Pearson r over all "
               "(setting, measure) points (paper: r = 0.734 for BERT, 0.653 for RoBERTa).", ""]
     if result.results:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from instability.analysis.loading import SettingData
 from instability.analysis.setting_measures import (
     ALL,
     PAPER,
@@ -27,7 +28,6 @@ from instability.analysis.setting_measures import (
     pair_matrices,
     subset_scores,
 )
-from instability.analysis.loading import SettingData
 
 PURPOSES = ("permutation", "subsampling", "bootstrap")
 

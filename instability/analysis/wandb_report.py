@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from instability.analysis.setting_measures import headline
 from instability.analysis.loading import SettingRuns
 from instability.analysis.results import SweepResult
+from instability.analysis.setting_measures import headline
 
 DEFAULT_PROJECT = "instability"
 

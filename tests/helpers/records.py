@@ -21,7 +21,8 @@ LAYERS, EXAMPLES, DIM = 4, 40, 16
 
 def setting(**overrides: Any) -> dict[str, Any]:
     """A flat training setting as training writes it; overrides by dotted key or alias (`lr=1e-3`, `imm="llrd"`)."""
-    base = {"task.name": "rte", "model.name": "synthetic", "imm.name": "none", "imm._target_": "instability.imm.Mitigation",
+    base = {"task.name": "rte", "model.name": "synthetic", "imm.name": "none",
+            "imm._target_": "instability.imm.Mitigation",
             "module.lr": 2e-5, "data.train_size": None, "trainer.max_epochs": 1, "data.batch_size": 16,
             "data.split_seed": 42, "measure_checkpoint": "best", "trainer.precision": "32-true"}
     return dict(sorted({**base, **{ALIASES.get(k, k): v for k, v in overrides.items()}}.items()))
@@ -61,7 +62,7 @@ def write_run(
     labels: torch.Tensor | None = None,
     example_ids: torch.Tensor | None = None,
     setting_dict: dict[str, Any] | None = None,
-    failed: bool | dict[str, bool] = False,
+    failed: bool | dict[str, bool] | None = False,
     status: str = "finished",
     score: float | None = None,
     final: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -70,7 +71,7 @@ def write_run(
     """Write one run's record into `folder/record/` with the project's record builder; logits are +-1 around the
     predicted class unless given. `final` gives the final checkpoint's (predictions, hidden) when they differ from
     the best one's; `score` plants the task metric and `failed` the failure flag of both checkpoints (a bool) or of
-    each (`{"best": False, "final": True}`)."""
+    each (`{"best": False, "final": True}`); `failed=None` keeps the flags build_record derives from the scores."""
     labels = base_labels(predictions.numel()) if labels is None else labels
     example_ids = torch.arange(100, 100 + predictions.numel()) if example_ids is None else example_ids
     halves = Halves(example_ids, labels, torch.arange(6), torch.arange(6) % 2)
@@ -86,7 +87,8 @@ def write_run(
         for checkpoint in meta["metrics"]:
             if score is not None:
                 meta["metrics"][checkpoint]["test"]["accuracy"] = score
-            meta["failed"][checkpoint] = failed[checkpoint] if isinstance(failed, dict) else failed
+            if failed is not None:
+                meta["failed"][checkpoint] = failed[checkpoint] if isinstance(failed, dict) else failed
     return write_record(folder, meta, tensors)
 
 
