@@ -1,4 +1,4 @@
-"""Where and how a run computes: checks of the Trainer options before training, and the facts for the record."""
+"""Where and how a run computes: precision and launch checks, TF32, and the facts for the record."""
 
 from __future__ import annotations
 
@@ -6,29 +6,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from omegaconf import DictConfig
-
-# Trainer arguments the run sets itself: a user's value would be silently replaced, so it is refused.
-RUN_SETS = {
-    "val_check_interval": "validation runs `eval_per_epoch` times per epoch: set eval_per_epoch=N",
-    "callbacks": "the run adds its own callbacks",
-    "logger": "choose a logger with logger=wandb|csv|none",
-    "default_root_dir": "Lightning's files go to the job folder (paths.output_dir)",
-}
-DEBUG_MODES = ("fast_dev_run",)
-
-
-def check_trainer_options(cfg: DictConfig) -> None:
-    """Refuse Trainer options the run would override, with the option to use instead."""
-    for key, instead in RUN_SETS.items():
-        if key in cfg.trainer:
-            raise ValueError(f"trainer.{key} is set by the run ({instead}); remove trainer.{key}")
-
-
-def debug_mode(cfg: DictConfig) -> str | None:
-    """The Lightning debugging mode switched on (its runs write no record), or None."""
-    return next((f"trainer.{key}={cfg.trainer[key]}" for key in DEBUG_MODES if cfg.trainer.get(key)), None)
-
 
 def check_precision(precision: Any, accelerator: str) -> None:
     """bf16 needs a GPU that has it (Ampere or later); on an older one say which option to change, rather than
@@ -37,6 +14,18 @@ def check_precision(precision: Any, accelerator: str) -> None:
             and not torch.cuda.is_bf16_supported()):
         raise ValueError(f"trainer.precision={precision}: {torch.cuda.get_device_name()} has no bfloat16; "
                          "use trainer.precision=16-mixed (or 32-true)")
+
+
+def check_resolved_precision(trainer: pl.Trainer, requested: Any) -> None:
+    """Lightning quietly swaps some precisions (16-mixed becomes bf16-mixed on a CPU): refuse rather than record
+    a run under a precision it did not use."""
+    from lightning.fabric.connector import _convert_precision_to_unified_args
+
+    wanted = _convert_precision_to_unified_args(requested)
+    if str(trainer.precision) != str(wanted):
+        raise ValueError(f"trainer.precision={requested} is not available on {trainer.strategy.root_device.type} "
+                         f"(Lightning would train in {trainer.precision}); set trainer.precision={trainer.precision} "
+                         "explicitly, or run on a device that has it")
 
 
 def set_tf32(allowed: bool) -> None:

@@ -28,7 +28,8 @@ from instability.imm import Mitigation
 from instability.models.backbone import Backbone
 from instability.models.module import FineTuner
 from instability.records import Halves, RecordError, RunRecord, build_record, read_record, same_run, write_record
-from instability.runtime import check_launch, check_precision, check_trainer_options, debug_mode, runtime_facts, set_tf32
+from instability.options import check_job_folder, check_options, debug_mode
+from instability.runtime import check_launch, check_precision, check_resolved_precision, runtime_facts, set_tf32
 from instability.setting import setting_name, setting_of
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,14 @@ def build(cfg: DictConfig) -> tuple[GlueDataModule, FineTuner, Mitigation]:
 
 def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger: Logger | None, job_dir: Path) -> pl.Trainer:
     """The configured Lightning Trainer (plus a rich progress bar when progress bars are on)."""
-    check_trainer_options(cfg)
     check_precision(cfg.trainer.precision, str(cfg.trainer.accelerator))
     set_tf32(bool(cfg.get("tf32", False)))
     if cfg.trainer.enable_progress_bar:
         callbacks = [*callbacks, RichProgressBar()]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger if logger is not None else False,
-                       default_root_dir=str(job_dir), val_check_interval=1.0 / cfg.eval_per_epoch)
+    trainer = instantiate(cfg.trainer, _convert_="all", callbacks=callbacks, logger=logger if logger is not None else False,
+                          default_root_dir=str(job_dir), val_check_interval=1.0 / cfg.eval_per_epoch)
+    check_resolved_precision(trainer, cfg.trainer.precision)
+    return trainer
 
 
 def finished_record(job_dir: Path, setting: dict[str, Any], seed: int) -> RunRecord | None:
@@ -103,7 +105,7 @@ def _multirun() -> bool:
 
 def _record(cfg: DictConfig, setting: dict[str, Any], trainer: pl.Trainer, module: FineTuner,
             datamodule: GlueDataModule, capture: OutputCapture, best: BestWeights, **info: Any):
-    planned = int(trainer.estimated_stepping_batches)
+    planned = 0 if trainer.max_epochs == 0 else int(trainer.estimated_stepping_batches)  # Lightning counts >= 1 epoch
     status = "diverged" if module.diverged else "stopped" if module.global_step < planned else "finished"
     halves = Halves(*(torch.as_tensor(x) for x in (datamodule.ids("test"), datamodule.labels("test"),
                                                    datamodule.ids("val"), datamodule.labels("val"))))
@@ -122,21 +124,23 @@ def run(cfg: DictConfig) -> float | None:
     SIGTERM (a scheduler's time limit, `kill`) writes no record and exits with status 143, so a rerun resumes it.
     """
     start = time.perf_counter()
+    check_options(cfg)
     job_dir = Path(cfg.paths.output_dir)
+    check_job_folder(job_dir)
     setting, seed = setting_of(cfg), int(cfg.seed)
     existing = finished_record(job_dir, setting, seed)
     if existing is not None:
         log.info("skipping %s: it already holds a complete record (status %s)", job_dir, existing.status)
         return existing.meta.get("best_score")
     debug = debug_mode(cfg)
-    datamodule, module, _ = build(cfg)
     logger = _logger(cfg, setting, seed)
     best, capture = BestWeights(), OutputCapture()
     callbacks: list[pl.Callback] = [best, capture]
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    trainer = make_trainer(cfg, callbacks, logger, job_dir)
+    trainer = make_trainer(cfg, callbacks, logger, job_dir)  # Lightning's checks of its options come first
     check_launch(trainer, _multirun())
+    datamodule, module, _ = build(cfg)
     succeeded = False
     try:
         if logger is not None:

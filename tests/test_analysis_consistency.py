@@ -68,11 +68,13 @@ def test_sd_vs_agreement_recovers_a_planted_relation():
 
 
 def test_benchmark_and_sd_vs_agreement_end_to_end(tmp_path):
-    # five settings: flips and noise grow with k (every finer measure ranks them 1..5); SD shrinks with k
+    # five settings: flips and noise grow with k (every finer measure ranks them 1..5); SD shrinks with k; flips differ
+    # between runs, so no measure is constant across bootstrap replicates
     for k, name in enumerate(IMMS):
         spread = [0.3 - 0.05 * k, 0.0, -(0.3 - 0.05 * k), 0.1]
-        planted_sweep(tmp_path / name, runs=4, flips=[k + 1] * 4, scales=[[0.1 * (k + 1)] * LAYERS] * 4,
-                      scores=[0.5 + s for s in spread], setting_dict=setting(imm=name))
+        planted_sweep(tmp_path / name, runs=4, flips=[k + 1, k + 2, k + 1, k + 3],
+                      scales=[[0.1 * (k + 1)] * LAYERS] * 4, scores=[0.5 + s for s in spread],
+                      setting_dict=setting(imm=name))
     result, text = run_analysis(tmp_path, tmp_path / "out", "layer_trend=false", "failed_runs.enabled=false",
                                 "subsampling.enabled=false", "bootstrap.replicates=30", "figures=true")
     assert len(result.settings) == 5

@@ -34,7 +34,7 @@ def test_cpu_run_prints_every_row():
         "fit fp32": "PASS", "determinism fp32": "PASS", "fit bf16": "SKIP",
         "measures svcca": "SKIP", "measures op": "SKIP", "measures cka": "SKIP",
         "throughput bf16": "SKIP", "throughput fp32": "INFO", "total time": "PASS",
-    }
+    }, result.stdout
     assert rows["fit fp32"][1].startswith("record valid") and "identical logits" in rows["determinism fp32"][1]
     assert "ex/s" in rows["throughput fp32"][1] and "CPU path ran" in rows["measures cka"][1]
 

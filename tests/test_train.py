@@ -185,3 +185,109 @@ def test_bf16_on_a_gpu_without_it_names_the_option(train_cfg, monkeypatch, tmp_p
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "Tesla V100")
     with pytest.raises(ValueError, match=r"trainer.precision=bf16-mixed: Tesla V100 has no bfloat16"):
         make_trainer(train_cfg("trainer=gpu_bf16"), [], None, tmp_path)
+
+
+def test_fp16_is_refused_on_a_cpu_rather_than_silently_swapped_and_accepted_up_to_the_device_check(train_cfg, tmp_path):
+    from instability.train import make_trainer
+
+    with pytest.raises(ValueError, match=r"trainer.precision=16-mixed is not available on cpu .*bf16-mixed"):
+        make_trainer(train_cfg("trainer=cpu", "trainer.precision=16-mixed"), [], None, tmp_path)
+    if not torch.cuda.is_available():
+        with pytest.raises(Exception, match="No supported gpu backend"):  # the device check, not a precision error
+            make_trainer(train_cfg("trainer=gpu", "trainer.precision=16-mixed"), [], None, tmp_path)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true"])
+def test_every_precision_trains_with_clipping_and_is_part_of_the_setting(train_cfg, precision):
+    cfg = train_cfg(f"trainer.precision={precision}", "data.train_size=16")
+    run(cfg)
+    record = read_record(cfg.paths.output_dir)
+    assert record.finished and record.meta["runtime"]["precision"] == precision
+    assert record.setting["trainer.precision"] == precision and record.meta["config"]["trainer"]["gradient_clip_val"] == 1.0
+    assert (precision == "32-true") == (record.setting_id == read_setting_id(train_cfg("data.train_size=16")))
+
+
+def read_setting_id(cfg) -> str:
+    from instability.setting import setting_id, setting_of
+
+    return setting_id(setting_of(cfg))
+
+
+@pytest.mark.parametrize("precision, kernel", [("32-true", "fused"), ("bf16-mixed", "foreach"), ("bf16-true", "fused")])
+def test_adamw_is_fused_unless_mixed_precision_clips_unscaled_gradients(train_cfg, tmp_path, precision, kernel):
+    from instability.train import build, make_trainer
+
+    cfg = train_cfg("trainer.max_steps=1", f"trainer.precision={precision}")
+    datamodule, module, _ = build(cfg)
+    trainer = make_trainer(cfg, [], None, tmp_path)
+    trainer.fit(module, datamodule=datamodule)
+    assert trainer.optimizers[0].defaults[kernel] and module.global_step == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+trainer.val_check_interval=0.5", "trainer.val_check_interval is set by the run .*eval_per_epoch"),
+    ("+trainer.callbacks=[]", "trainer.callbacks is set by the run"),
+    ("seed=1.5", r"seed=1.5: expected a whole number"),
+    ("module.lr=-1", r"module.lr=-1: expected a number > 0"),
+    ("eval_per_epoch=0", r"eval_per_epoch=0: expected a whole number >= 1"),
+    ("trainer.max_epochs=-1", r"trainer.max_epochs=-1: expected a whole number >= 0"),
+    ("measure_checkpoint=bets", r"measure_checkpoint='bets': expected one of best, final"),
+    ("module.dropout=1.0", r"module.dropout=1.0: expected a number in \[0, 1\)"),
+    ("trainer.precision=17-mixed", "precision"),  # Lightning's own message, before any data is read
+])
+def test_bad_options_are_refused_at_start_naming_the_option(train_cfg, override, message, monkeypatch):
+    import instability.train as training
+
+    monkeypatch.setattr(training, "build", lambda cfg: pytest.fail("the run started before its options were checked"))
+    with pytest.raises(Exception, match=message):
+        run(train_cfg(override))
+
+
+def test_a_job_folder_that_cannot_hold_a_record_is_refused_before_training(train_cfg, tmp_path, monkeypatch):
+    import instability.options as options
+    import instability.train as training
+
+    monkeypatch.setattr(training, "build", lambda cfg: pytest.fail("the run started before its folder was checked"))
+    (tmp_path / "a_file").touch()
+    with pytest.raises(ValueError, match="paths.output_dir=.*cannot make the job folder"):
+        run(train_cfg(f"paths.output_dir={tmp_path / 'a_file' / 'job'}"))
+    monkeypatch.setattr(options.os, "access", lambda path, mode: False)  # a read-only folder (root writes anyway)
+    with pytest.raises(ValueError, match="paths.output_dir=.*not writable"):
+        run(train_cfg())
+
+
+def test_debugging_modes_write_no_record(train_cfg):
+    cfg = train_cfg("trainer.fast_dev_run=true")
+    run(cfg)
+    assert not (Path(cfg.paths.output_dir) / "record").exists()
+
+
+@pytest.mark.parametrize("overrides", [["trainer.max_steps=1"], ["trainer.check_val_every_n_epoch=2"],
+                                       ["trainer.max_epochs=0"]], ids=["max_steps", "no_validation", "no_epochs"])
+def test_a_run_that_never_validates_writes_its_record(train_cfg, overrides):
+    cfg = train_cfg(*overrides)
+    run(cfg)
+    record = read_record(cfg.paths.output_dir)
+    assert record.finished and record.meta["steps"]["done"] == record.meta["steps"]["planned"]
+    if overrides != ["trainer.max_steps=1"]:
+        assert record.meta["steps"]["best"] is None
+        assert torch.equal(record.hidden("best"), record.hidden("final")), "best is the final weights' outputs"
+
+
+def test_a_run_cut_short_is_recorded_as_stopped(train_cfg, monkeypatch):
+    """trainer.max_time ends the run after its first steps (each step made to take 0.4 s): not `finished`."""
+    import time as clock
+
+    from instability.models.module import FineTuner
+
+    step = FineTuner.training_step
+
+    def slow(self, batch, batch_idx):
+        clock.sleep(0.4)
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(FineTuner, "training_step", slow)
+    cfg = train_cfg("data.train_size=96", "+trainer.max_time={seconds: 1}")
+    run(cfg)
+    record = read_record(cfg.paths.output_dir)
+    assert record.status == "stopped" and record.meta["steps"]["done"] < record.meta["steps"]["planned"] == 6

@@ -114,6 +114,7 @@ def run(cfg: DictConfig | dict[str, Any], console: Console | None = None) -> Swe
 
 
 def measure_options(config: dict[str, Any]) -> MeasureOptions:
+    """The measure choices of `config` (workers: all CPU cores when null)."""
     measures = config["measures"]
     return MeasureOptions(measures["cka_debiased"], measures["kappa_chance"],
                           measures["workers"] or len(os.sched_getaffinity(0)))
