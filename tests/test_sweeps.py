@@ -81,14 +81,53 @@ def test_rerun_with_data_elsewhere_or_display_options_resumes(tmp_path):
     assert read_record(tmp_path).meta == record.meta  # skipped: the record is untouched
 
 
+DDP = ["model=tiny-bert", "logger=none", "data.train_size=64", "trainer.max_epochs=1", "trainer=ddp",
+       "trainer.accelerator=cpu", "trainer.devices=2", "trainer.enable_progress_bar=false"]
+
+
 @pytest.mark.slow
-def test_ddp_on_cpu_with_two_processes(tmp_path):
-    command = [sys.executable, "train.py", "model=tiny-bert", "logger=none", "data.train_size=64", "trainer.max_epochs=1",
-               "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-               "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"]
+def test_ddp_on_cpu_with_two_processes_keeps_the_global_batch(tmp_path):
+    """Two gloo processes share each batch of 16 (8 each): 64 examples take 4 steps, as on one device."""
+    command = [sys.executable, "train.py", *DDP, f"hydra.run.dir={tmp_path}"]
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     record = read_record(tmp_path)
     assert record.finished and record.hidden("best").shape == (2, 139, 32)
+    assert record.meta["runtime"]["world_size"] == 2 and record.meta["runtime"]["per_device_batch_size"] == 8
+    assert record.meta["steps"] == {"done": 4, "planned": 4, "best": 4}
+
+
+def test_ddp_inside_a_local_multirun_is_refused(tmp_path):
+    result = subprocess.run(sweep(tmp_path, "seed=0", *DDP), cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0 and "cannot run inside a local multirun" in result.stderr
+    assert not find_records([tmp_path])
+
+
+def test_a_batch_that_does_not_divide_over_the_processes_is_refused(tmp_path):
+    command = [sys.executable, "train.py", *DDP, "data.batch_size=15", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "data.batch_size=15" in result.stderr
+
+
+def test_sigterm_exits_non_zero_without_a_record_and_a_rerun_resumes(tmp_path):
+    """A scheduler's time limit (SIGTERM) mid-training: exit status 143, no record, later seeds not started as if
+    all were well; the same command then trains every seed."""
+    command = sweep(tmp_path, "seed=0,1", "data.train_size=480")
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not list(tmp_path.rglob("seed0/train.log")) or "Seed set to 0" not in _log(tmp_path):
+        assert process.poll() is None and time.time() < deadline, "the sweep ended before it could be stopped"
+        time.sleep(0.1)
+    time.sleep(1.0)  # inside the training loop
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert find_records([tmp_path]) == [] and "no record written" in _log(tmp_path)
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    assert sorted(read_record(p).seed for p in find_records([tmp_path])) == [0, 1]
+
+
+def _log(root: Path) -> str:
+    return "".join(path.read_text() for path in root.rglob("train.log"))
 
 
 def test_analysis_runs_when_a_multirun_ends(tmp_path):
