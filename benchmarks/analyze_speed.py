@@ -24,10 +24,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from instability.records import Halves, Outputs, build_record, write_record
 
-from instability.records import Halves, Outputs, build_record, write_record  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 MEASURES_ONLY = ("layer_trend=false", "failed_runs.enabled=false", "subsampling.enabled=false",
                  "bootstrap.enabled=false", "benchmark.enabled=false")

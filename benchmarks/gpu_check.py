@@ -37,7 +37,6 @@ from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("GLUE_DIR", str(REPO.parent / "shared" / "data" / "glue"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -102,10 +101,10 @@ def run(command: list[str], timeout: float) -> float:
 def train(args: argparse.Namespace, sizes: Sizes, job_dir: Path, precision: str) -> tuple[RunRecord, float]:
     """One short fit as a user runs it; the record read back (validated) and the wall seconds."""
     trainer = "trainer=gpu" if args.device == "cuda" else "trainer=cpu"
-    command = [sys.executable, "train.py", f"model={args.model}", f"task={args.task}", f"data.train_size={sizes.train_size}",
-               "trainer.max_epochs=1", "logger=none", trainer, f"trainer.precision={precision}",
-               "trainer.deterministic=true", "trainer.enable_progress_bar=false", f"seed={args.seed}",
-               f"hydra.run.dir={job_dir}"]
+    command = [sys.executable, "train.py", f"model={args.model}", f"task={args.task}",
+               f"data.train_size={sizes.train_size}", "trainer.max_epochs=1", "logger=none", trainer,
+               f"trainer.precision={precision}", "trainer.deterministic=true", "trainer.enable_progress_bar=false",
+               f"seed={args.seed}", f"hydra.run.dir={job_dir}"]
     seconds = run(command, timeout=300)
     record = read_record(job_dir)
     recorded = record.meta["config"]["trainer"]["precision"]

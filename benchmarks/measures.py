@@ -15,18 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle threads sleep: on shared cores spinning costs 10x
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
+import torch
+from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-from instability.measures import REPRESENTATION_MEASURES, pairwise_representation_distances  # noqa: E402
+from instability.measures import REPRESENTATION_MEASURES, pairwise_representation_distances
 
 MODELS, LAYERS, EXAMPLES, DIMS = 20, 24, 522, 1024
 SEED = 0

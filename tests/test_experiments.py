@@ -1,4 +1,5 @@
-"""The experiments' job lists and each job's config, built as Hydra's sweeper and launcher build them (SPEC section 1)."""
+"""The experiments' job lists and each job's config, built as Hydra's sweeper and launcher build them
+(SPEC section 1)."""
 
 import json
 import subprocess
