@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import datasets
 import lightning.pytorch as pl
@@ -15,7 +17,16 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from instability.data.authors_split import authors_split
-from instability.data.glue import Split, get_task, load_split, majority_class, resolve_glue_dir, split_dev, subsample_train
+from instability.data.glue import (
+    Split,
+    TaskSpec,
+    get_task,
+    load_split,
+    majority_class,
+    resolve_glue_dir,
+    split_dev,
+    subsample_train,
+)
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("INSTABILITY_CACHE", Path.home() / ".cache" / "instability"))
 SPLITS = ("seeded", "authors")
@@ -26,12 +37,13 @@ class GlueDataModule(pl.LightningDataModule):
 
     The dev split depends on `split_seed` only (or, with `split="authors"`, is the paper authors' split; see
     `authors_split`) and the train subset on `train_subset_seed` only, so all training seeds of a sweep see the
-    same data. `batch_size` is the global training batch: under DDP each process loads batch_size / world size.
+    same data. `task` is a task's name (`conf/task/<name>.yaml`), its config, or its `TaskSpec`. `batch_size` is
+    the global training batch: under DDP each process loads batch_size / world size.
     """
 
     def __init__(
         self,
-        task: str,
+        task: str | Mapping[str, Any] | TaskSpec,
         tokenizer: PreTrainedTokenizerBase,
         glue_dir: str | None = None,
         split_seed: int = 42,
@@ -73,7 +85,7 @@ class GlueDataModule(pl.LightningDataModule):
         glue_dir = resolve_glue_dir(self.glue_dir)
         train, dev = (load_split(self.task, name, glue_dir, self.check_rows) for name in ("train", "dev"))
         if len(dev) < 2:
-            source = glue_dir / self.task.folder / "dev.tsv" if glue_dir else f"the hub's {self.task.name} dev set"
+            source = glue_dir / self.task.folder / self.task.files["dev"] if glue_dir else f"the hub's {self.task.name} dev"
             raise ValueError(f"{source}: {len(dev)} row(s); splitting dev into two halves needs at least 2")
         if self.split == "authors":
             val_pos, test_pos = authors_split(self.task.name, dev.labels, self.split_model)

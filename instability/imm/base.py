@@ -1,6 +1,7 @@
 """The interface every instability mitigation method (IMM) implements.
 
-The LightningModule calls these hooks; a method changes only what it must.
+The LightningModule calls these hooks; a method changes only what it must. Every optimiser parameter group has a
+unique "name" (e.g. "layer.0/no_decay"), which Lightning's LearningRateMonitor uses to name its curves.
 """
 
 from __future__ import annotations
@@ -11,20 +12,21 @@ from typing import Any
 import torch
 from torch import nn
 
-NO_DECAY_KEYS = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", "layer_norm.bias")
+from instability.models.layers import no_decay_ids
+
+NO_DECAY_SUFFIX = "/no_decay"
 
 
-def is_no_decay(param_name: str) -> bool:
-    """Biases and LayerNorm parameters get no weight decay (SPEC section 1)."""
-    return any(key in param_name for key in NO_DECAY_KEYS)
-
-
-def split_decay(named: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups at one lr for trainable parameters: decay on weights, none on biases/LayerNorm; no empty groups."""
+def split_decay(
+    named: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float, name: str, no_decay: set[int],
+) -> list[dict[str, Any]]:
+    """AdamW groups `name` and `name/no_decay` at one lr for trainable parameters: decay on weights, none on the
+    parameters in `no_decay` (biases, normalisation layers); no empty groups."""
     named = [(n, p) for n, p in named if p.requires_grad]
     groups = [
-        {"params": [p for n, p in named if not is_no_decay(n)], "lr": lr, "weight_decay": weight_decay},
-        {"params": [p for n, p in named if is_no_decay(n)], "lr": lr, "weight_decay": 0.0},
+        {"params": [p for _, p in named if id(p) not in no_decay], "lr": lr, "weight_decay": weight_decay, "name": name},
+        {"params": [p for _, p in named if id(p) in no_decay], "lr": lr, "weight_decay": 0.0,
+         "name": name + NO_DECAY_SUFFIX},
     ]
     return [group for group in groups if group["params"]]
 
@@ -35,16 +37,21 @@ class Mitigation:
 
     name: str
 
+    def dropout(self, dropout: float) -> float:
+        """The dropout probability the model is built with, given the configured one (Mixout turns it off)."""
+        return dropout
+
     def config_overrides(self) -> dict[str, Any]:
-        """Changes to the Hugging Face model config before the model is built (e.g. dropout off)."""
+        """Other changes to the Hugging Face model config before the model is built."""
         return {}
 
     def prepare(self, model: nn.Module) -> None:
-        """Change the freshly loaded model in place, before the optimiser exists (re-init, Mixout, snapshots)."""
+        """Change the freshly loaded model in place, before the optimiser exists (re-init, Mixout, snapshots), and
+        refuse an architecture the method has no meaning for."""
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW parameter groups: decay on weights, none on biases and LayerNorm."""
-        return split_decay(model.named_parameters(), lr, weight_decay)
+        """Named AdamW parameter groups: decay on weights, none on biases and normalisation layers."""
+        return split_decay(model.named_parameters(), lr, weight_decay, "model", no_decay_ids(model))
 
     @torch.no_grad()
     def before_optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:

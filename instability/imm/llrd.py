@@ -7,11 +7,13 @@ from typing import Any
 from torch import nn
 
 from instability.imm.base import Mitigation, split_decay
-from instability.models.layers import encoder_layers
+from instability.models.layers import encoder_layers, model_parts, no_decay_ids
 
 
 class LLRD(Mitigation):
-    """Head (and BERT's pooler): base lr, no decay; encoder layer k from the top: lr * eta^k; embeddings: lr * eta^(L+1)."""
+    """Head (and what runs above the layers: BERT's pooler, a final norm): base lr, no decay; encoder layer k from the
+    top: lr * eta^k; embeddings and everything read before the first layer (an embedding projection, relative-
+    position tables): lr * eta^(L+1). Refused for models whose layers share weights (ALBERT)."""
 
     name = "llrd"
 
@@ -20,23 +22,26 @@ class LLRD(Mitigation):
             raise ValueError(f"llrd option eta must be in (0, 1], got {eta}")
         self.eta = eta
 
+    def prepare(self, model: nn.Module) -> None:
+        _layers(model)
+
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-        base = model.base_model
-        layers = encoder_layers(model)
-        depth = len(layers)
-        groups = split_decay(base.embeddings.named_parameters(), lr * self.eta ** (depth + 1), weight_decay)
-        for index, layer in enumerate(layers):
-            groups += split_decay(layer.named_parameters(), lr * self.eta ** (depth - index), weight_decay)
-        placed = {id(p) for group in groups for p in group["params"]}
-        head = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in placed]
-        allowed = {id(p) for p in model.parameters()} - {id(p) for p in base.parameters()}
-        if getattr(base, "pooler", None) is not None:
-            allowed |= {id(p) for p in base.pooler.parameters()}
-        stray = [n for n, p in head if id(p) not in allowed]
-        if stray:
-            raise ValueError(f"llrd cannot place base-model parameters outside embeddings/encoder/pooler: {stray}")
-        groups.append({"params": [p for _, p in head], "lr": lr, "weight_decay": 0.0})
+        _layers(model)
+        parts, no_decay = model_parts(model), no_decay_ids(model)
+        depth = len(parts.layers)
+        groups = split_decay(parts.below, lr * self.eta ** (depth + 1), weight_decay, "embeddings", no_decay)
+        for index, layer in enumerate(parts.layers):
+            groups += split_decay(layer, lr * self.eta ** (depth - index), weight_decay, f"layer.{index}", no_decay)
+        groups.append({"params": [p for _, p in parts.above + parts.head], "lr": lr, "weight_decay": 0.0, "name": "head"})
         return groups
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "eta": self.eta}
+
+
+def _layers(model: nn.Module) -> list[nn.Module]:
+    try:
+        return encoder_layers(model)
+    except ValueError as error:
+        raise ValueError(f"imm=llrd has no meaning for this model: per-layer learning rates need distinct layers. "
+                         f"{error}") from None

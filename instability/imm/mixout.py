@@ -73,8 +73,8 @@ class Mixout(Mitigation):
         check_options(p, mask)
         self.p, self.mask = p, mask
 
-    def config_overrides(self) -> dict[str, Any]:
-        return {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0}
+    def dropout(self, dropout: float) -> float:
+        return 0.0
 
     def prepare(self, model: nn.Module) -> None:
         for parent in list(model.modules()):

@@ -1,4 +1,9 @@
-"""Re-init (Zhang et al. 2021): the top encoder layers are too specific to pre-training; start them afresh."""
+"""Re-init (Zhang et al. 2021): the top encoder layers are too specific to pre-training; start them afresh.
+
+As Zhang et al.'s code, the model's own initialiser (`_init_weights`, applied to every submodule, children first as
+transformers does) re-initialises the top layers and what sits between them and the output projection: BERT's
+pooler, RoBERTa's classifier.dense, DeBERTa's pooler, DistilBERT's pre_classifier, ModernBERT's final norm and head.
+"""
 
 from __future__ import annotations
 
@@ -8,41 +13,40 @@ import torch
 from torch import nn
 
 from instability.imm.base import Mitigation
-from instability.models.layers import encoder_layers
+from instability.models.layers import encoder_layers, model_parts, output_layers
+
+
+def top_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules above the encoder layers and below the output projection (the pooler's place), outermost only."""
+    parts = model_parts(model)
+    wanted = {id(p) for _, p in parts.above + parts.head} - {id(p) for m in output_layers(model) for p in m.parameters()}
+    chosen: list[nn.Module] = []
+    for module in model.modules():
+        params = {id(p) for p in module.parameters()}
+        if params and params <= wanted and not any(m is module or _inside(module, m) for m in chosen):
+            chosen.append(module)
+    return chosen
+
+
+def _inside(module: nn.Module, container: nn.Module) -> bool:
+    return any(sub is module for sub in container.modules())
 
 
 @torch.no_grad()
-def _reinitialise(module: nn.Module, std: float) -> None:
-    """BERT's initialiser: Linear weights normal(0, std), biases 0, LayerNorm 1/0; refuses unknown parameters."""
-    done: set[int] = set()
-    for sub in module.modules():
-        if isinstance(sub, nn.Linear):
-            sub.weight.normal_(0.0, std)
-        elif isinstance(sub, nn.LayerNorm):
-            sub.weight.fill_(1.0)
-        else:
-            continue
-        if sub.bias is not None:
-            sub.bias.zero_()
-        done.update(id(p) for p in sub.parameters(recurse=False))
-    missed = [n for n, p in module.named_parameters() if id(p) not in done]
-    if missed:
-        raise ValueError(f"reinit does not know how to initialise {missed}")
-
-
-def _top_dense(model: nn.Module) -> nn.Module:
-    """BERT's pooler, or for models without one (RoBERTa) the classification head's dense layer."""
-    pooler = getattr(model.base_model, "pooler", None)
-    if pooler is not None:
-        return pooler
-    dense = getattr(getattr(model, "classifier", None), "dense", None)
-    if dense is None:
-        raise ValueError("reinit found neither a pooler nor a classifier.dense layer")
-    return dense
+def reinitialise(model: nn.Module, module: nn.Module) -> None:
+    """Re-draw `module`'s parameters with the model's own initialiser; refuses parameters it leaves as they were."""
+    params = dict(module.named_parameters())
+    for p in params.values():
+        p._is_hf_initialized = False  # transformers' init functions skip parameters flagged as loaded
+    versions = {name: p._version for name, p in params.items()}
+    module.apply(model._init_weights)
+    untouched = [name for name, p in params.items() if p._version == versions[name]]
+    if untouched:
+        raise ValueError(f"reinit: {type(model).__name__}._init_weights leaves {untouched} as they are")
 
 
 class ReInit(Mitigation):
-    """Re-initialise the top `num_layers` encoder layers and the pooler (RoBERTa: classifier.dense)."""
+    """Re-initialise the top `num_layers` encoder layers and the pooler's place (see the module docstring)."""
 
     name = "reinit"
 
@@ -52,12 +56,15 @@ class ReInit(Mitigation):
         self.num_layers = num_layers
 
     def prepare(self, model: nn.Module) -> None:
-        layers = encoder_layers(model)
+        try:
+            layers = encoder_layers(model)
+        except ValueError as error:
+            raise ValueError(f"imm=reinit has no meaning for this model: re-initialising the top layers needs distinct "
+                             f"layers. {error}") from None
         if self.num_layers > len(layers):
             raise ValueError(f"reinit option num_layers={self.num_layers} exceeds the model's {len(layers)} layers")
-        std = model.config.initializer_range
-        for module in [*layers[len(layers) - self.num_layers :], _top_dense(model)]:
-            _reinitialise(module, std)
+        for module in [*layers[len(layers) - self.num_layers :], *top_modules(model)]:
+            reinitialise(model, module)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "num_layers": self.num_layers}

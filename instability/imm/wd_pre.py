@@ -1,9 +1,10 @@
-"""WD_pre: weight decay towards the pre-trained weights instead of towards zero, for encoder and embeddings.
+"""WD_pre: weight decay towards the pre-trained weights instead of towards zero, for the encoder layers and
+everything read before them (embeddings, projections, position tables).
 
 AdamW gives those weights no decay of its own; before each optimiser step they move
 p <- p - lr * coefficient * (p - p_pretrained) with their group's current (scheduled) lr, decoupled from the
-gradient like AdamW's own decay. Pooler and head weights keep AdamW's decay towards zero; biases and
-LayerNorm get no decay at all.
+gradient like AdamW's own decay. What runs above the layers (pooler, final norm) and the head keep AdamW's decay
+towards zero; biases and normalisation layers get no decay at all.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from instability.imm.base import Mitigation, is_no_decay, split_decay
+from instability.imm.base import Mitigation, split_decay
+from instability.models.layers import model_parts, no_decay_ids
 
 ANCHOR_KEY = "wd_pre_anchor"
 
@@ -31,9 +33,8 @@ class WDPre(Mitigation):
         self._pretrained: list[torch.Tensor] = []
 
     def prepare(self, model: nn.Module) -> None:
-        base = model.base_model
-        named = [*base.embeddings.named_parameters(), *base.encoder.named_parameters()]
-        self._anchored = [p for n, p in named if p.requires_grad and not is_no_decay(n)]
+        no_decay = no_decay_ids(model)
+        self._anchored = [p for _, p in _encoder_side(model) if p.requires_grad and id(p) not in no_decay]
         self._pretrained = [p.detach().clone() for p in self._anchored]
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
@@ -41,8 +42,8 @@ class WDPre(Mitigation):
             raise RuntimeError("wd_pre: call prepare(model) before param_groups")
         anchored = {id(p) for p in self._anchored}
         rest = [(n, p) for n, p in model.named_parameters() if id(p) not in anchored]
-        return [{"params": list(self._anchored), "lr": lr, "weight_decay": 0.0, ANCHOR_KEY: True},
-                *split_decay(rest, lr, weight_decay)]
+        anchor = {"params": list(self._anchored), "lr": lr, "weight_decay": 0.0, ANCHOR_KEY: True, "name": "to_pretrained"}
+        return [anchor, *split_decay(rest, lr, weight_decay, "other", no_decay_ids(model))]
 
     @torch.no_grad()
     def before_optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -59,3 +60,10 @@ class WDPre(Mitigation):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "coefficient": self.coefficient}
+
+
+
+def _encoder_side(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The base model's parameters but those of modules that run above the layers (pooler, final norm)."""
+    parts = model_parts(model)
+    return [*parts.below, *(named for layer in parts.layers for named in layer)]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from instability.data.glue import get_task
+from instability.data.glue import TaskSpec, get_task
 from instability.imm import Mitigation, Standard
 from instability.models.backbone import Backbone
 from instability.models.metrics import metric_collection
@@ -30,8 +32,15 @@ def adamw_kernel(groups: list[dict[str, Any]], precision: str) -> dict[str, bool
     return {"foreach": True}
 
 
+def takes_segment_ids(model: torch.nn.Module) -> bool:
+    """Whether the model's forward takes `token_type_ids` and its config has two or more segment types."""
+    return "token_type_ids" in inspect.signature(model.forward).parameters \
+        and getattr(model.config, "type_vocab_size", 2) >= 2
+
+
 class FineTuner(pl.LightningModule):
-    """Fine-tunes `backbone` on `task` (SPEC section 1), with a mitigation method's hooks applied.
+    """Fine-tunes `backbone` on `task` (SPEC section 1; a task name, config or spec), with a mitigation method's
+    hooks applied. `dropout` sets every dropout probability of the architecture (Mixout turns them off).
 
     The model is built in the constructor, so build this module only after seeding.
     """
@@ -39,7 +48,7 @@ class FineTuner(pl.LightningModule):
     def __init__(
         self,
         backbone: Backbone,
-        task: str,
+        task: str | Mapping[str, Any] | TaskSpec,
         imm: Mitigation | None = None,
         lr: float = 2e-5,
         weight_decay: float = 0.01,
@@ -56,13 +65,14 @@ class FineTuner(pl.LightningModule):
         self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
         self.adam_betas, self.adam_eps = tuple(adam_betas), adam_eps
         self.finite_check_every = finite_check_every
-        overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-        self.model = backbone.build(num_labels=2, overrides={**overrides, **self.imm.config_overrides()})
+        self.model = backbone.build(num_labels=self.task.num_labels, dropout=self.imm.dropout(dropout),
+                                    overrides=self.imm.config_overrides())
         self.imm.prepare(self.model)
+        self._segment_ids = takes_segment_ids(self.model)
         self.model.train()  # from_pretrained returns eval mode, and Lightning keeps submodules' modes: dropout on
         self.compile = compile
         self._train_model = self.model  # torch.compile'd in setup() if asked; capture hooks use `model` itself
-        self.val_metrics = metric_collection(self.task.metrics, prefix="val/")
+        self.val_metrics = metric_collection(self.task.metrics, prefix="val/", num_classes=self.task.num_labels)
         self.diverged = False
         self._last_loss: torch.Tensor | None = None
 
@@ -72,9 +82,9 @@ class FineTuner(pl.LightningModule):
         return f"val/{self.task.metric}"
 
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The batch without labels, and without segment ids for models that have a single segment type."""
+        """The batch without labels, and without segment ids for models that take none or have a single segment type."""
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        if getattr(self.model.config, "type_vocab_size", 2) < 2:
+        if not self._segment_ids:
             inputs.pop("token_type_ids", None)
         return inputs
 
