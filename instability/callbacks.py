@@ -1,4 +1,5 @@
-"""Lightning callbacks: keep the best weights in memory, and capture outputs at the end of fitting."""
+"""Lightning callbacks: keep the best weights in memory, and capture outputs at the end of fitting (checked on a
+few examples before the first step, so a model whose outputs cannot be captured or recorded fails at once)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import time
 import lightning.pytorch as pl
 import torch
 
-from instability.capture import capture_outputs
-from instability.records import Outputs
+from instability.capture import CaptureError, capture_outputs
+from instability.models.layers import hidden_size, num_layers
+from instability.records import Halves, Outputs, build_record
+
+CHECK_EXAMPLES = 4
 
 
 class BestWeights(pl.Callback):
@@ -42,6 +46,30 @@ class OutputCapture(pl.Callback):
         self.outputs: dict[str, Outputs] = {}
         self.seconds = 0.0
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Capture a few test-half examples and build a record of them (not written) before the first step:
+        what would otherwise fail after training fails now. RNG state and model mode are left as found."""
+        device = pl_module.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # loaders draw a seed
+            batch = next(iter(trainer.datamodule.test_dataloader()))
+            batch = {key: value[:CHECK_EXAMPLES] for key, value in batch.items()}
+            with trainer.precision_plugin.forward_context():
+                logits, hidden = capture_outputs(pl_module.model, [batch], _preparer(pl_module))
+        model, n = pl_module.model, int(batch["labels"].shape[0])
+        expected = {"hidden states": ((num_layers(model), n, hidden_size(model)), tuple(hidden.shape)),
+                    "logits": ((n, pl_module.task.num_labels), tuple(logits.shape))}
+        wrong = [f"{what} {list(got)}, expected {list(want)}" for what, (want, got) in expected.items() if got != want]
+        if wrong:
+            raise CaptureError(f"{type(model).__name__}: capture before training gave {'; '.join(wrong)}")
+        if not (torch.isfinite(logits).all() and torch.isfinite(hidden).all()):
+            raise CaptureError(f"{type(model).__name__}: NaN/inf outputs before training (precision "
+                               f"{trainer.precision})")
+        datamodule = trainer.datamodule
+        ids, labels = (torch.as_tensor(x[:n]) for x in (datamodule.ids("test"), datamodule.labels("test")))
+        outputs = Outputs(logits, hidden, logits)
+        build_record(seed=0, setting={}, metrics=pl_module.task.metrics, halves=Halves(ids, labels, ids, labels),
+                     outputs={"best": outputs, "final": outputs})
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if pl_module.diverged:
             return
@@ -63,10 +91,16 @@ class OutputCapture(pl.Callback):
     @staticmethod
     def _run(trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule: pl.LightningDataModule) -> Outputs:
         """Outputs in the run's own precision (under mixed precision, the autocast that validation used too)."""
-        def prepare(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return pl_module.model_inputs(pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
-
+        prepare = _preparer(pl_module)
         with trainer.precision_plugin.forward_context():
             test_logits, hidden = capture_outputs(pl_module.model, datamodule.test_dataloader(), prepare)
             val_logits, _ = capture_outputs(pl_module.model, datamodule.val_dataloader(), prepare, with_hidden=False)
         return Outputs(test_logits, hidden, val_logits)
+
+
+def _preparer(pl_module: pl.LightningModule):
+    """Moves a batch to the module's device and keeps the model's inputs."""
+    def prepare(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return pl_module.model_inputs(pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
+
+    return prepare

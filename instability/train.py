@@ -18,21 +18,23 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from instability import tracking
 from instability.callbacks import BestWeights, OutputCapture
 from instability.data import GlueDataModule
 from instability.imm import Mitigation
 from instability.models.backbone import Backbone
 from instability.models.module import FineTuner
-from instability.records import Halves, RecordError, RunRecord, build_record, read_record, same_run, write_record
 from instability.options import check_job_folder, check_options, debug_mode
+from instability.records import Halves, RecordError, RunRecord, build_record, read_record, same_run, write_record
 from instability.runtime import check_launch, check_precision, check_resolved_precision, runtime_facts, set_tf32
 from instability.setting import setting_name, setting_of
 
 log = logging.getLogger(__name__)
+tracking.one_console_line()  # this module is imported once Hydra has set up logging
 
 
 def build(cfg: DictConfig) -> tuple[GlueDataModule, FineTuner, Mitigation]:
@@ -85,8 +87,7 @@ def _logger(cfg: DictConfig, setting: dict[str, Any], seed: int) -> Logger | Non
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return None
     if cfg.logger._target_.endswith("WandbLogger"):
-        group = setting_name(setting)
-        return instantiate(cfg.logger, group=group, name=f"{group}-seed{seed}")
+        return tracking.finetune_logger(cfg, setting, seed)
     return instantiate(cfg.logger)
 
 
@@ -158,9 +159,7 @@ def run(cfg: DictConfig) -> float | None:
             log.warning("%s is a debugging mode: no run record written", debug)
             succeeded = True
             return best.best_score
-        wandb_info = None
-        if isinstance(logger, WandbLogger):
-            wandb_info = {"run_id": logger.experiment.id, "group": logger.experiment.group, "project": cfg.wandb.project}
+        wandb_info = tracking.record_info(logger)
         timings = {"fit_s": time.perf_counter() - fit_start - capture.seconds, "capture_s": capture.seconds,
                    "total_s": time.perf_counter() - start}
         meta, tensors = _record(cfg, setting, trainer, module, datamodule, capture, best,
@@ -170,15 +169,8 @@ def run(cfg: DictConfig) -> float | None:
             score = "n/a" if best.best_score is None else f"{best.best_score:.4f}"
             log.info("%s seed %d: best val %s %s, status %s, record %s", setting_name(setting), seed,
                      meta["metric"], score, meta["status"], path)
-        if logger is not None and meta["metrics"]:
-            flat = {f"{c}/{h}/{m}": v for c, halves in meta["metrics"].items() for h, ms in halves.items() for m, v in ms.items()}
-            failed = {f"{c}/failed": float(flag) for c, flag in meta["failed"].items()}
-            logger.log_metrics({**flat, **failed}, step=int(module.global_step))
-            logger.save()
+            tracking.log_record(logger, meta, path, int(module.global_step))
         succeeded = True
     finally:
-        if isinstance(logger, WandbLogger):
-            import wandb
-
-            wandb.finish(exit_code=0 if succeeded else 1)
+        tracking.finish(logger, succeeded)
     return best.best_score

@@ -98,8 +98,9 @@ def test_no_hub_and_no_local_data_says_how_to_point_at_a_folder(monkeypatch):
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(ValueError, match="cola, mrpc, rte, sst2"):
-        get_task("mnli")
+    known = "cola, mnli, mnli_mm, mrpc, qnli, qqp, rte, sst2, stsb, wnli"
+    with pytest.raises(ValueError, match=f"unknown task 'mnlii'.*{known}"):
+        get_task("mnlii")
 
 
 def test_datamodule_halves_ids_and_dynamic_padding(tmp_path):

@@ -169,9 +169,46 @@ def test_cpu_study_grids():
         jobs = launcher_jobs(*sweeper_jobs("experiment=cpu_study", "seed=0"), compose_every_job=True)
     settings = sorted((method_of(j.config), j.config["module"]["lr"], j.config["measure_checkpoint"],
                        j.config["imm"].get("num_layers")) for j in jobs)
-    assert settings == [("llrd", 3e-4, "best", None), ("mixout", 3e-4, "best", None), ("none", 3e-4, "best", None),
-                        ("none", 1e-3, "final", None), ("reinit", 3e-4, "best", 2), ("wd_pre", 3e-4, "best", None)]
-    assert {j.config["model"]["name"] for j in jobs} == {"minilm"} and len({j.subdir for j in jobs}) == 6
+    assert settings == [("llrd", 1e-4, "best", None), ("mixout", 1e-4, "best", None), ("none", 1e-4, "best", None),
+                        ("none", 1e-3, "final", None), ("reinit", 1e-4, "best", 2), ("wd_pre", 1e-4, "best", None)]
+    assert {(j.config["model"]["name"], j.config["task"]["name"], j.config["data"]["train_size"],
+             j.config["trainer"]["max_epochs"]) for j in jobs} == {("minilm", "sst2", 500, 2)}
+    assert len({j.subdir for j in jobs}) == 6
+
+
+def test_quickstart_is_three_seeds_of_two_settings_then_the_analysis():
+    with conf_dir():
+        primary, overrides = sweeper_jobs("experiment=quickstart")
+        jobs = launcher_jobs(primary, overrides, compose_every_job=True)
+    runs = sorted((method_of(j.config), j.config["imm"].get("num_layers"), j.config["seed"]) for j in jobs)
+    assert runs == [("none", None, seed) for seed in range(3)] + [("reinit", 2, seed) for seed in range(3)]
+    assert {(j.config["task"]["name"], j.config["data"]["train_size"], j.config["trainer"]["max_epochs"],
+             j.config["module"]["lr"], j.config["measure_checkpoint"]) for j in jobs} == {("sst2", 256, 2, 2e-4, "best")}
+    assert len({j.subdir for j in jobs}) == 6 and "analyze_sweep" in primary.hydra.callbacks
+
+
+def test_gpu_study_is_the_paper_protocol_with_minilm_on_one_gpu():
+    """240 jobs: per task 20 standard seeds, 10 per method (Re-init of the top 2 of MiniLM's 6 layers) and 20
+    failed-run seeds at the BERT family's failed-run lr, final checkpoint; full training sets, 5 epochs, fp32."""
+    with conf_dir():
+        primary, overrides = sweeper_jobs("experiment=gpu_study")
+        jobs = launcher_jobs(primary, overrides, compose_every_job=False)
+    assert len(jobs) == 240 and len({j.subdir for j in jobs}) == 240, "two jobs would share a folder"
+    assert primary.hydra.launcher.n_jobs == 16 and "joblib" in primary.hydra.launcher._target_.lower()
+    methods = METHODS | {"reinit": {"num_layers": 2}}
+    seeds = defaultdict(set)
+    for j in jobs:
+        c, method = j.config, method_of(j.config)
+        failed = choice(j.overrides, "regime", "standard") == "failed"
+        assert c["module"]["lr"] == pytest.approx(5e-5 if failed else 2e-5), j.overrides
+        assert c["measure_checkpoint"] == ("final" if failed else "best"), j.overrides
+        assert {k: c["imm"].get(k) for k in methods[method]} == methods[method], j.overrides
+        assert c["model"]["name"] == "minilm" and c["data"]["train_size"] is None
+        assert c["trainer"]["accelerator"] == "gpu" and c["trainer"]["precision"] == "32-true", "fp32 on a GPU"
+        assert (c["data"]["batch_size"], c["data"]["max_length"], c["trainer"]["max_epochs"]) == (16, 128, 5)
+        seeds[c["task"]["name"], "failed" if failed else method].add(c["seed"])
+    assert seeds == {(task, setting): set(range(20 if setting in ("none", "failed") else 10))
+                     for task in TASKS for setting in ["failed", *METHODS]}
 
 
 def configs_written(root: Path) -> list[dict[str, Any]]:

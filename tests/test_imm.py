@@ -183,11 +183,18 @@ def test_mixout_mask_option_reaches_every_layer():
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_mixout_config_overrides_turn_dropout_off(arch):
-    model = tiny(arch, **Mixout().config_overrides())
-    config = model.config
-    assert config.hidden_dropout_prob == config.attention_probs_dropout_prob == config.classifier_dropout == 0.0
-    control = tiny(arch)
+def test_mixout_turns_every_dropout_off(arch):
+    from instability.models.backbone import Backbone, dropout_keys
+
+    assert Mixout().dropout(0.1) == 0.0 and Standard().dropout(0.1) == 0.1
+    config = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 64}
+    backbone = Backbone(name=arch, architecture=arch, tokenizer="unused", config=config)
+    model, control = (backbone.build(2, dropout=imm.dropout(0.1)) for imm in (Mixout(), Standard()))
+    keys = dropout_keys(model.config)
+    assert {"hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"} <= set(keys)
+    assert all(getattr(model.config, key) == 0.0 for key in keys)
+    assert all(getattr(control.config, key) == 0.1 for key in keys)
     for m in (model, control):
         m.train()
     inputs = {"input_ids": batch()["input_ids"]}
@@ -220,6 +227,9 @@ def test_llrd_lr_and_decay_per_parameter(arch):
         assert owner[id(p)]["weight_decay"] == (0.0 if no_decay(name) else weight_decay), name
     top = dict(model.named_parameters())[f"{prefix}.encoder.layer.{DEPTH - 1}.output.dense.weight"]
     assert owner[id(top)]["lr"] == pytest.approx(lr * eta)
+    names = [group["name"] for group in groups]
+    assert names == ["embeddings", "embeddings/no_decay",
+                     *(f"layer.{i}{suffix}" for i in range(DEPTH) for suffix in ("", "/no_decay")), "head"]
     torch.optim.AdamW(groups)
 
 

@@ -1,5 +1,5 @@
 """`analyze.py`'s work: find and load the runs, compute every measure per setting, run the switched-on validity
-and consistency analyses, write the outputs and the W&B run, and print a short summary."""
+and consistency analyses, write the outputs and the W&B runs, and print a short summary."""
 
 from __future__ import annotations
 

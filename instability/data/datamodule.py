@@ -85,7 +85,8 @@ class GlueDataModule(pl.LightningDataModule):
         glue_dir = resolve_glue_dir(self.glue_dir)
         train, dev = (load_split(self.task, name, glue_dir, self.check_rows) for name in ("train", "dev"))
         if len(dev) < 2:
-            source = glue_dir / self.task.folder / self.task.files["dev"] if glue_dir else f"the hub's {self.task.name} dev"
+            source = glue_dir / self.task.folder / self.task.files["dev"] if glue_dir else \
+                f"the hub's {self.task.name} dev set"
             raise ValueError(f"{source}: {len(dev)} row(s); splitting dev into two halves needs at least 2")
         if self.split == "authors":
             val_pos, test_pos = authors_split(self.task.name, dev.labels, self.split_model)

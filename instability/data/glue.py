@@ -72,13 +72,15 @@ class TaskSpec:
                   "expected_rows", "hub"}
         missing, unknown = sorted(fields - set(config)), sorted(set(config) - fields - {"unsupported"})
         if missing or unknown:
-            raise ValueError(f"task {name!r}: config lacks {missing or 'nothing'}, has unknown keys {unknown or 'none'}")
+            raise ValueError(f"task {name!r}: config lacks {missing or 'nothing'}, "
+                             f"has unknown keys {unknown or 'none'}")
         hub = dict(config["hub"])
         spec = cls(
             name=str(name), folder=str(config["folder"]), files=dict(config["files"]), header=bool(config["header"]),
             text_columns=tuple(config["text_columns"]), label_column=config["label_column"],
             label_map={str(k): int(v) for k, v in dict(config["label_map"]).items()},
-            metrics=tuple(config["metrics"]), expected_rows={k: int(v) for k, v in dict(config["expected_rows"]).items()},
+            metrics=tuple(config["metrics"]),
+            expected_rows={k: int(v) for k, v in dict(config["expected_rows"]).items()},
             hub=HubSource(str(hub["dataset"]), str(hub["config"]), dict(hub["splits"]), tuple(hub["text_fields"])),
         )
         spec.check()
@@ -90,7 +92,8 @@ class TaskSpec:
         if not 1 <= len(self.text_columns) <= 2 or len(self.hub.text_fields) != len(self.text_columns):
             problems.append("text_columns and hub.text_fields must both name 1 or 2 texts")
         if sorted(set(self.label_map.values())) != list(range(max(self.num_labels, 2))):
-            problems.append(f"label_map must map onto classes 0..C-1 with C >= 2, not {sorted(set(self.label_map.values()))}")
+            classes = sorted(set(self.label_map.values()))
+            problems.append(f"label_map must map onto classes 0..C-1 with C >= 2, not {classes}")
         if not self.metrics:
             problems.append("metrics is empty")
         for key in ("files", "expected_rows", "hub.splits"):
@@ -175,7 +178,8 @@ def read_tsv_split(task: TaskSpec, path: Path) -> Split:
         if len(row) < width:
             raise ValueError(f"{path}, line {line_no}: expected at least {width} tab-separated fields, got {len(row)}")
         if row[label_idx] not in task.label_map:
-            raise ValueError(f"{path}, line {line_no}: unknown label {row[label_idx]!r}; known {sorted(task.label_map)}")
+            raise ValueError(f"{path}, line {line_no}: unknown label {row[label_idx]!r}; "
+                             f"known {sorted(task.label_map)}")
         for column, idx in zip(texts, text_idx):
             column.append(row[idx])
         labels.append(task.label_map[row[label_idx]])

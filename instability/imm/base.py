@@ -24,7 +24,8 @@ def split_decay(
     parameters in `no_decay` (biases, normalisation layers); no empty groups."""
     named = [(n, p) for n, p in named if p.requires_grad]
     groups = [
-        {"params": [p for _, p in named if id(p) not in no_decay], "lr": lr, "weight_decay": weight_decay, "name": name},
+        {"params": [p for _, p in named if id(p) not in no_decay], "lr": lr, "weight_decay": weight_decay,
+         "name": name},
         {"params": [p for _, p in named if id(p) in no_decay], "lr": lr, "weight_decay": 0.0,
          "name": name + NO_DECAY_SUFFIX},
     ]

@@ -32,7 +32,8 @@ class LLRD(Mitigation):
         groups = split_decay(parts.below, lr * self.eta ** (depth + 1), weight_decay, "embeddings", no_decay)
         for index, layer in enumerate(parts.layers):
             groups += split_decay(layer, lr * self.eta ** (depth - index), weight_decay, f"layer.{index}", no_decay)
-        groups.append({"params": [p for _, p in parts.above + parts.head], "lr": lr, "weight_decay": 0.0, "name": "head"})
+        head = [p for _, p in parts.above + parts.head]
+        groups.append({"params": head, "lr": lr, "weight_decay": 0.0, "name": "head"})
         return groups
 
     def describe(self) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from instability.models.layers import encoder_layers, model_parts, output_layers
 def top_modules(model: nn.Module) -> list[nn.Module]:
     """The modules above the encoder layers and below the output projection (the pooler's place), outermost only."""
     parts = model_parts(model)
-    wanted = {id(p) for _, p in parts.above + parts.head} - {id(p) for m in output_layers(model) for p in m.parameters()}
+    output = {id(p) for m in output_layers(model) for p in m.parameters()}
+    wanted = {id(p) for _, p in parts.above + parts.head} - output
     chosen: list[nn.Module] = []
     for module in model.modules():
         params = {id(p) for p in module.parameters()}

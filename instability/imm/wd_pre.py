@@ -42,7 +42,8 @@ class WDPre(Mitigation):
             raise RuntimeError("wd_pre: call prepare(model) before param_groups")
         anchored = {id(p) for p in self._anchored}
         rest = [(n, p) for n, p in model.named_parameters() if id(p) not in anchored]
-        anchor = {"params": list(self._anchored), "lr": lr, "weight_decay": 0.0, ANCHOR_KEY: True, "name": "to_pretrained"}
+        anchor = {"params": list(self._anchored), "lr": lr, "weight_decay": 0.0, ANCHOR_KEY: True,
+                  "name": "to_pretrained"}
         return [anchor, *split_decay(rest, lr, weight_decay, "other", no_decay_ids(model))]
 
     @torch.no_grad()

@@ -7,9 +7,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 REMOTE_CODE = "trust_remote_code"
 
@@ -41,6 +47,9 @@ class Backbone:
     failed_lr: float | None = None
 
     def __post_init__(self) -> None:
+        for key in ("name", "source", "revision", "architecture", "tokenizer"):
+            if getattr(self, key) == MISSING:  # a `???` of conf/model/hub.yaml left unset
+                raise ValueError(f"model.{key} is required: set model.{key}=... (see conf/model/hub.yaml)")
         if isinstance(self.config, (DictConfig, ListConfig)):  # Hydra hands over OmegaConf containers
             self.config = OmegaConf.to_container(self.config, resolve=True)
         self.config = dict(self.config or {})
@@ -58,7 +67,8 @@ class Backbone:
             return _from_source(AutoTokenizer.from_pretrained, _resolve(self.tokenizer), self.name)
         return _from_source(AutoTokenizer.from_pretrained, _resolve(self.source), self.name, **self._revision())
 
-    def build(self, num_labels: int, dropout: float | None = None, overrides: dict[str, Any] | None = None) -> nn.Module:
+    def build(self, num_labels: int, dropout: float | None = None,
+              overrides: dict[str, Any] | None = None) -> nn.Module:
         """A sequence classifier with `num_labels` outputs. `dropout` sets every dropout probability of the
         architecture's config (see `dropout_keys`); `overrides` change other config values."""
         settings = {**self.config, **(overrides or {}), "num_labels": num_labels}
@@ -72,7 +82,8 @@ class Backbone:
             clash = sorted(set(keys) & set(self.config))
             if clash:
                 raise ValueError(f"model {self.name!r}: model.config sets {', '.join(clash)}, which module.dropout "
-                                 f"sets (with every dropout of this architecture: {', '.join(keys)}); use module.dropout")
+                                 f"sets (with every dropout of this architecture: {', '.join(keys)}); "
+                                 "use module.dropout")
             for key in keys:
                 setattr(config, key, dropout)
         attention = {"attn_implementation": self.attn_implementation} if self.attn_implementation else {}

@@ -52,9 +52,14 @@ def encoder_layers(model: nn.Module) -> list[nn.Module]:
     lists = [m for m in lists if id(m) not in nested]
     if len(lists) == 1 and len({id(layer) for layer in lists[0]}) == depth:
         return list(lists[0])
-    raise UnsupportedModelError(
-        f"{type(model).__name__} has no list of {depth} distinct transformer layers in its base model "
-        f"({'it has ' + str(len(lists)) + ' candidates' if len(lists) > 1 else 'its layers share weights, as in ALBERT, or are not a ModuleList'})")
+    shared = [m for m in base.modules() if declared is not None and isinstance(m, declared)]
+    if len(lists) > 1:
+        why = f"it has {len(lists)} candidate lists"
+    elif 0 < len(shared) < depth:
+        why = f"its {depth} layers share the weights of {len(shared)} layer module(s), as ALBERT's do"
+    else:
+        why = "its layers are not held in one ModuleList"
+    raise UnsupportedModelError(f"{type(model).__name__} has no list of {depth} distinct transformer layers ({why})")
 
 
 def layer_output_modules(model: nn.Module) -> list[nn.Module]:

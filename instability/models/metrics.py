@@ -78,12 +78,14 @@ def metric_collection(names: tuple[str, ...], prefix: str, num_classes: int = 2)
     return MetricCollection({name: TaskMetric(name, num_classes) for name in names}, prefix=prefix)
 
 
-def score(names: tuple[str, ...], preds: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> dict[str, float]:
+def score(
+    names: tuple[str, ...], preds: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None,
+) -> dict[str, float]:
     """Each metric of predicted vs gold labels, as plain floats. Without `num_classes` the classes are those that
     occur (at least 2), which gives the same values: classes that never occur change no metric."""
     preds, labels = torch.as_tensor(preds).long(), torch.as_tensor(labels).long()
     if num_classes is None:
-        num_classes = max(2, int(preds.max()) + 1 if preds.numel() else 0, int(labels.max()) + 1 if labels.numel() else 0)
+        num_classes = max([2, *(int(t.max()) + 1 for t in (preds, labels) if t.numel())])
     check_metrics(names, num_classes)
     confmat = multiclass_confusion_matrix(preds, labels, num_classes)
     return {name: float(FROM_CONFMAT[name](confmat)) for name in names}
