@@ -1,7 +1,8 @@
 """Analyse fine-tuning sweeps: `python analyze.py sweep_dir=multirun/2026-01-01_12-00-00` (or a list of folders).
 
 Writes measures, validity and consistency analyses as CSV, Markdown and figures into `<sweep_dir>/analysis/`
-(or `out_dir=`), and W&B runs (one per setting in its fine-tuning group, plus one for the sweep); see conf/analyze.yaml for the switches.
+(or `out_dir=`), and W&B runs (one per setting in its fine-tuning group, plus one for the sweep); see
+conf/analyze.yaml for the switches.
 """
 
 import sys

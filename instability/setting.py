@@ -56,8 +56,8 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         dotted = f"{prefix}{key}"
         if _irrelevant(dotted):
             continue
-        if isinstance(value, Mapping) and value:
-            flat |= _flatten(value, f"{dotted}.")
+        if isinstance(value, Mapping):
+            flat |= _flatten(value, f"{dotted}.")  # an empty mapping adds nothing
         else:
             flat[dotted] = list(value) if isinstance(value, tuple) else value
     return flat

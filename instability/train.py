@@ -43,11 +43,12 @@ def build(cfg: DictConfig) -> tuple[GlueDataModule, FineTuner, Mitigation]:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     model.pop("failed_lr", None)  # a study's parameter (regime=failed reads it), not the backbone's
     backbone: Backbone = instantiate(model)
-    datamodule = instantiate(cfg.data, _partial_=True)(task=cfg.task.name, tokenizer=backbone.load_tokenizer())
+    task = OmegaConf.to_container(cfg.task, resolve=True)  # the task as configured (task.* overrides included)
+    datamodule = instantiate(cfg.data, _partial_=True)(task=task, tokenizer=backbone.load_tokenizer())
     datamodule.setup("fit")
     imm: Mitigation = instantiate(cfg.imm)
     pl.seed_everything(int(cfg.seed), workers=True)
-    module = instantiate(cfg.module, _partial_=True)(backbone=backbone, task=cfg.task.name, imm=imm)
+    module = instantiate(cfg.module, _partial_=True)(backbone=backbone, task=task, imm=imm)
     return datamodule, module, imm
 
 

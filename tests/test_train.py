@@ -124,7 +124,7 @@ def test_failed_run_writes_no_record(train_cfg, monkeypatch):
 
 def test_unknown_task_lists_choices(train_cfg):
     with pytest.raises(ConfigCompositionException, match="rte"):
-        train_cfg("task=mnli")
+        train_cfg("task=mnlii")
 
 
 def test_hub_model_offline_says_what_to_do(train_cfg, monkeypatch):
