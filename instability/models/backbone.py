@@ -33,8 +33,8 @@ class Backbone:
     `config` with random weights and the tokenizer comes from `tokenizer` (same source forms). `revision` pins the
     hub commit of `source` (ignored for folders and packages); `attn_implementation` (eager, sdpa,
     flash_attention_2, ...) is passed to transformers where the architecture offers it (None: its default).
-    `config` changes the model's own config. Remote code is never run. `failed_lr` is the learning rate of the
-    failed-run study for this model family (SPEC section 1).
+    `config` changes the model's own config. Remote code is never run. (A model config's `failed_lr`, the
+    failed-run lr of the model family, is read by `regime=failed`, not by the backbone.)
     """
 
     name: str
@@ -44,7 +44,6 @@ class Backbone:
     config: dict[str, Any] = field(default_factory=dict)
     revision: str | None = None
     attn_implementation: str | None = None
-    failed_lr: float | None = None
 
     def __post_init__(self) -> None:
         for key in ("name", "source", "revision", "architecture", "tokenizer"):
