@@ -47,7 +47,8 @@ def check_options(cfg: DictConfig) -> None:
              "a number >= 0")
     _require(_number(module.warmup_ratio) and 0 <= module.warmup_ratio <= 1, "module.warmup_ratio",
              module.warmup_ratio, "a number in [0, 1]")
-    _require(_number(module.dropout) and 0 <= module.dropout < 1, "module.dropout", module.dropout, "a number in [0, 1)")
+    _require(_number(module.dropout) and 0 <= module.dropout < 1, "module.dropout", module.dropout,
+             "a number in [0, 1)")
     _require(_number(module.adam_eps) and module.adam_eps > 0, "module.adam_eps", module.adam_eps, "a number > 0")
     _require(len(module.adam_betas) == 2 and all(_number(b) and 0 <= b < 1 for b in module.adam_betas),
              "module.adam_betas", list(module.adam_betas), "two numbers in [0, 1)")

@@ -125,7 +125,8 @@ def build_record(
         meta["failed"][checkpoint] = bool(meta["metrics"][checkpoint]["test"][metric] <= baseline + 1e-12)
     layers, examples, dim = outputs["best"].test_hidden.shape
     meta["shapes"] = {"layers": layers, "examples": examples, "dim": dim,
-                      "classes": int(outputs["best"].test_logits.shape[-1]), "val_examples": int(halves.val_ids.numel())}
+                      "classes": int(outputs["best"].test_logits.shape[-1]),
+                      "val_examples": int(halves.val_ids.numel())}
     # Own, contiguous float32 copies: best and final may be the same tensors (no validation ever ran), which
     # safetensors refuses to store twice.
     tensors = {k: (v.float() if v.is_floating_point() else v).detach().cpu().clone().contiguous()
@@ -337,7 +338,8 @@ def _setting_problems(setting: Mapping[str, Any]) -> list[str]:
     if not is_finite_number(lr) or lr <= 0:
         problems.append(f"setting lr is {lr!r}, expected a positive number")
     if value(setting, "checkpoint") not in CHECKPOINTS:
-        problems.append(f"setting measure_checkpoint is {value(setting, 'checkpoint')!r}, expected one of {CHECKPOINTS}")
+        problems.append(f"setting measure_checkpoint is {value(setting, 'checkpoint')!r}, "
+                        f"expected one of {CHECKPOINTS}")
     for alias in ("train_size", "epochs"):
         if value(setting, alias) is not None and not isinstance(value(setting, alias), int):
             problems.append(f"setting {alias} is {value(setting, alias)!r}, expected a whole number")

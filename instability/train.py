@@ -58,7 +58,8 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback], logger: Logger |
     set_tf32(bool(cfg.get("tf32", False)))
     if cfg.trainer.enable_progress_bar:
         callbacks = [*callbacks, RichProgressBar()]
-    trainer = instantiate(cfg.trainer, _convert_="all", callbacks=callbacks, logger=logger if logger is not None else False,
+    trainer = instantiate(cfg.trainer, _convert_="all", callbacks=callbacks,
+                          logger=logger if logger is not None else False,
                           default_root_dir=str(job_dir), val_check_interval=1.0 / cfg.eval_per_epoch)
     check_resolved_precision(trainer, cfg.trainer.precision)
     return trainer
@@ -151,7 +152,8 @@ def run(cfg: DictConfig) -> float | None:
         try:
             trainer.fit(module, datamodule=datamodule)
         except SIGTERMException:
-            log.error("terminated (SIGTERM) while training seed %d: no record written; rerun the command to resume", seed)
+            log.error("terminated (SIGTERM) while training seed %d: no record written; rerun the command to resume",
+                      seed)
             raise SystemExit(128 + signal.SIGTERM) from None
         facts = runtime_facts(trainer, datamodule.per_device_batch_size)
         log.info("ran on %(device)s (%(accelerator)s), precision %(precision)s, world size %(world_size)d, "
