@@ -25,3 +25,14 @@ def train_cfg(tmp_path):
         return compose_train(tmp_path / f"job{next(counter)}", *overrides)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def fresh_wandb_service():
+    """Each test starts W&B's service anew: a service an earlier test stopped must not be reused."""
+    import sys
+
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
+    os.environ.pop("WANDB_SERVICE", None)
+    yield

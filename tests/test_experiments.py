@@ -193,6 +193,8 @@ def test_gpu_study_is_the_paper_protocol_with_minilm_on_one_gpu():
     with conf_dir():
         primary, overrides = sweeper_jobs("experiment=gpu_study")
         jobs = launcher_jobs(primary, overrides, compose_every_job=False)
+        _, one_task = sweeper_jobs("experiment=gpu_study", "task=rte")  # a session per task, into the same sweep
+    assert len(one_task) == 80 and all("task=rte" in job for job in one_task)
     assert len(jobs) == 240 and len({j.subdir for j in jobs}) == 240, "two jobs would share a folder"
     assert primary.hydra.launcher.n_jobs == 16 and "joblib" in primary.hydra.launcher._target_.lower()
     methods = METHODS | {"reinit": {"num_layers": 2}}

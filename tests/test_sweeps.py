@@ -102,6 +102,7 @@ def test_ddp_inside_a_local_multirun_is_refused(tmp_path):
     assert not find_records([tmp_path])
 
 
+@pytest.mark.slow
 def test_a_batch_that_does_not_divide_over_the_processes_is_refused(tmp_path):
     command = [sys.executable, "train.py", *DDP, "data.batch_size=15", f"hydra.run.dir={tmp_path}"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -138,7 +139,8 @@ def test_analysis_runs_when_a_multirun_ends(tmp_path):
     assert "rte-tiny-bert-none-lr2e-05-n32" in summary and (tmp_path / "analysis" / "measures.csv").is_file()
 
 
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
+@pytest.mark.parametrize("launcher", [[], pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                                         marks=pytest.mark.slow)], ids=["basic", "joblib"])
 def test_a_sweep_over_any_key_gives_every_job_its_own_folder_and_record(tmp_path, launcher):
     """Keys outside the readable label (dropout, Re-init depth) still make settings of their own: no job replaces
     another's record, and a rerun skips them all."""
