@@ -81,10 +81,10 @@ class OutputCapture(pl.Callback):
             pl_module.diverged, self.outputs = True, {}  # the last update broke the weights after the last loss check
             return
         best = next((cb for cb in trainer.callbacks if isinstance(cb, BestWeights)), None)
-        if best is not None and best.state is not None:
+        if best is not None and best.state is not None and best.best_step != trainer.global_step:
             pl_module.model.load_state_dict(best.state)
             self.outputs["best"] = self._run(trainer, pl_module, datamodule)
-        else:
+        else:  # no validation ran, or the best weights are the final ones: the same outputs
             self.outputs["best"] = self.outputs["final"]
         self.seconds = time.perf_counter() - start
 
