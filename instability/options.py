@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from instability.records import CHECKPOINTS
+from instability.records import CHECKPOINTS, is_finite_number
 
 # Trainer arguments the run sets itself: a user's value would be silently replaced, so it is refused.
 RUN_SETS = {
@@ -25,10 +24,6 @@ def _whole(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _require(ok: bool, option: str, x: Any, expected: str) -> None:
     if not ok:
         raise ValueError(f"{option}={x!r}: expected {expected}")
@@ -42,15 +37,16 @@ def check_options(cfg: DictConfig) -> None:
     _require(cfg.measure_checkpoint in CHECKPOINTS, "measure_checkpoint", cfg.measure_checkpoint,
              f"one of {', '.join(CHECKPOINTS)}")
     module = cfg.module
-    _require(_number(module.lr) and module.lr > 0, "module.lr", module.lr, "a number > 0")
-    _require(_number(module.weight_decay) and module.weight_decay >= 0, "module.weight_decay", module.weight_decay,
-             "a number >= 0")
-    _require(_number(module.warmup_ratio) and 0 <= module.warmup_ratio <= 1, "module.warmup_ratio",
+    _require(is_finite_number(module.lr) and module.lr > 0, "module.lr", module.lr, "a number > 0")
+    _require(is_finite_number(module.weight_decay) and module.weight_decay >= 0, "module.weight_decay",
+             module.weight_decay, "a number >= 0")
+    _require(is_finite_number(module.warmup_ratio) and 0 <= module.warmup_ratio <= 1, "module.warmup_ratio",
              module.warmup_ratio, "a number in [0, 1]")
-    _require(_number(module.dropout) and 0 <= module.dropout < 1, "module.dropout", module.dropout,
+    _require(is_finite_number(module.dropout) and 0 <= module.dropout < 1, "module.dropout", module.dropout,
              "a number in [0, 1)")
-    _require(_number(module.adam_eps) and module.adam_eps > 0, "module.adam_eps", module.adam_eps, "a number > 0")
-    _require(len(module.adam_betas) == 2 and all(_number(b) and 0 <= b < 1 for b in module.adam_betas),
+    _require(is_finite_number(module.adam_eps) and module.adam_eps > 0, "module.adam_eps", module.adam_eps,
+             "a number > 0")
+    _require(len(module.adam_betas) == 2 and all(is_finite_number(b) and 0 <= b < 1 for b in module.adam_betas),
              "module.adam_betas", list(module.adam_betas), "two numbers in [0, 1)")
     trainer = cfg.trainer
     for key, value in RUN_SETS.items():

@@ -157,11 +157,6 @@ class GlueDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    @property
-    def majority_label(self) -> int:
-        """The majority class of the training data (see `majority_label_of` for a half's own)."""
-        return majority_class(self.splits["train"].labels)
-
     def majority_label_of(self, name: str) -> int:
         """The majority class of a split's own labels: the failed-run baseline of the half being scored."""
         return majority_class(self.labels(name))
